@@ -1,0 +1,44 @@
+# Two entry points, each sets up from nothing (Debian GL libraries, venv, packages):
+#   make demo   - run the main job on embedded defaults (no GPU, no network, no API key)
+#   make test   - lint and run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+GL_PACKAGES := libosmesa6 libegl1 libegl-mesa0 libgl1
+RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: setup system-deps demo test lint bench clean
+
+setup: system-deps $(STAMP)
+
+# Headless MuJoCo rendering needs OSMesa or Mesa EGL; install only what is missing.
+system-deps:
+	@missing=""; for p in $(GL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/sarl train configs/skill_chain.yaml --out $(RUN_DIR)
+
+lint: setup
+	$(BIN)/ruff check sarl_dist tests benchmarks
+	$(BIN)/ruff format --check sarl_dist tests benchmarks
+
+test: lint
+	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,251 @@
+"""Typed run configuration: one YAML per experiment, `--set a.b=value` overrides.
+
+Every value SARL did not publish (temperature, learning rate, update-to-data ratio,
+target update, batch size) is a field here with the default we chose and why.
+Configs are frozen and reject unknown keys, so a typo stops a run before anything starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted field name in the message."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SkillChainConfig(_Section):
+    """The synthetic test bed (see sarl_dist/envs/skill_chain.py)."""
+
+    stages: int = Field(3, ge=1, le=8, description="Hidden stages the task needs, in order.")
+    p_canonical: float = Field(
+        0.95, ge=0, le=1, description="Chance the VLA completes a skill named canonically."
+    )
+    p_paraphrase: float = Field(
+        0.4, ge=0, le=1, description="Chance it completes a skill named by a known paraphrase."
+    )
+    p_undo: float = Field(
+        0.8, ge=0, le=1, description="Chance the inverse of the last completed skill undoes it."
+    )
+    p_helpful: float = Field(
+        0.85,
+        ge=0,
+        le=1,
+        description="Chance the proposer's candidates include the canonical next step.",
+    )
+    step_seconds: float = Field(
+        0.0, ge=0, description="Simulated physics cost per low-level step (benchmarks)."
+    )
+
+
+class EnvConfig(_Section):
+    kind: Literal["skill_chain"] = "skill_chain"
+    task: int | str = Field(0, description="Task index or name within the environment.")
+    max_decisions: int = Field(
+        5, ge=1, description="Semantic decisions per episode (H; 600/120 = 5 in LIBERO)."
+    )
+    decision_steps: int = Field(
+        10, ge=1, description="Low-level steps the VLA runs per semantic decision."
+    )
+    skill_chain: SkillChainConfig = SkillChainConfig()
+
+
+class VLAConfig(_Section):
+    kind: Literal["skill_chain"] = "skill_chain"
+    replan_steps: int = Field(
+        5, ge=1, description="Actions executed from each chunk before asking again (openpi: 5)."
+    )
+
+
+class VLMConfig(_Section):
+    backend: Literal["skill_chain"] = "skill_chain"
+    candidates: int = Field(4, ge=1, description="Candidate prompts per query (4 in sim).")
+
+
+class PromptCacheConfig(_Section):
+    capacity: int = Field(32, ge=2, description="K: prompt slots, the one-hot width of Q.")
+    seed_prompts: tuple[str, ...] = Field(
+        (), description="Prompts entered before learning (e.g. demo instructions)."
+    )
+    seed_task_prompt: bool = Field(True, description="Enter the task sentence itself first.")
+    include_reset: bool = Field(
+        True, description="Offer reset-to-home among the candidates at every decision."
+    )
+
+
+class QConfig(_Section):
+    ensemble: int = Field(10, ge=1, description="Q-networks in the ensemble (SARL: 10).")
+    hidden: int = Field(128, ge=8, description="Width of the MLP body (SARL: 128).")
+    layers: int = Field(3, ge=1, description="Hidden layers of the MLP body (SARL: 3).")
+    image_features: int = Field(64, ge=8, description="CNN output features per member.")
+
+
+class TargetConfig(_Section):
+    mode: Literal["soft", "hard"] = Field("soft", description="Polyak averaging or copies.")
+    tau: float = Field(0.02, gt=0, le=1, description="Soft update rate per gradient step.")
+    period: int = Field(200, ge=1, description="Gradient steps between hard copies.")
+
+
+class LearnerConfig(_Section):
+    lr: float = Field(3e-4, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(64, ge=1, description="Transitions per gradient step.")
+    gamma: float | None = Field(
+        None, gt=0, lt=1, description="Discount; None means 1 - 1/H (SARL)."
+    )
+    temperature: float = Field(
+        0.1, gt=0, description="Softmax temperature over Q for the behaviour policy."
+    )
+    updates_per_step: float = Field(
+        2.0, ge=0, description="Gradient steps per stored transition (update-to-data ratio)."
+    )
+    warmup: int = Field(64, ge=0, description="Transitions stored before the first update.")
+    replay_capacity: int = Field(100_000, ge=1)
+    grad_clip: float = Field(10.0, gt=0, description="Max global gradient norm per step.")
+    publish_every: int = Field(
+        20, ge=1, description="Gradient steps between weight publications to workers."
+    )
+    bootstrap_on_timeout: bool = Field(
+        True,
+        description="Treat the episode cap as truncation (bootstrap) rather than termination.",
+    )
+    target: TargetConfig = TargetConfig()
+
+
+class RuntimeConfig(_Section):
+    num_workers: int = Field(2, ge=1, description="EnvWorker actors.")
+    worker_cpus: float = Field(0.5, gt=0, description="Ray CPUs each EnvWorker declares.")
+    learner_cpus: float = Field(0.5, gt=0)
+    vlm_cpus: float = Field(0.25, gt=0)
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Placement-group strategy for one run's actors."
+    )
+    torch_threads: int = Field(1, ge=1, description="Intra-op torch threads per EnvWorker.")
+    learner_threads: int = Field(
+        2, ge=1, description="Intra-op torch threads of the Learner (the busiest actor)."
+    )
+
+
+class EvalConfig(_Section):
+    every: int = Field(50, ge=1, description="Training episodes between evaluation points.")
+    episodes: int = Field(20, ge=1, description="Greedy episodes per evaluation point.")
+
+
+class TrainConfig(_Section):
+    episodes: int = Field(200, ge=0, description="Online training episodes.")
+    checkpoint_every: int = Field(
+        50, ge=1, description="Training episodes between checkpoints (also at each eval)."
+    )
+
+
+class Config(_Section):
+    method: Literal["sarl", "random"] = Field(
+        "sarl", description="sarl learns; random picks uniformly among candidates."
+    )
+    seed: int = Field(0, ge=0)
+    env: EnvConfig = EnvConfig()
+    vla: VLAConfig = VLAConfig()
+    vlm: VLMConfig = VLMConfig()
+    cache: PromptCacheConfig = PromptCacheConfig()
+    q: QConfig = QConfig()
+    learner: LearnerConfig = LearnerConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    eval: EvalConfig = EvalConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        reserved = 1 + int(self.cache.seed_task_prompt) + len(self.cache.seed_prompts)
+        if reserved > self.cache.capacity:
+            raise ValueError(
+                f"cache.capacity={self.cache.capacity} cannot hold reset-to-home and "
+                f"{reserved - 1} seed prompts"
+            )
+        return self
+
+    @property
+    def gamma(self) -> float:
+        if self.learner.gamma is not None:
+            return self.learner.gamma
+        return 1.0 - 1.0 / max(2, self.env.max_decisions)
+
+    @property
+    def learns(self) -> bool:
+        return self.method == "sarl"
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc or 'config'}: {msg}" + (f" (got {e['input']!r})" if loc else ""))
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value) with value read as YAML (so 1e-3, true, [1, 2] work)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML: {exc}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = _deep_copy(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {'.'.join(path)}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    data = read_yaml(path) if path is not None else {}
+    return build_config(apply_overrides(data, list(overrides)))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

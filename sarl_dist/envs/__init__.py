@@ -1,0 +1,26 @@
+"""Environments behind one interface (envs.base.Env), built from the config."""
+
+from __future__ import annotations
+
+from sarl_dist.config import Config, ConfigError
+from sarl_dist.envs.base import Env, EnvSpec
+
+
+def make_env(cfg: Config) -> Env:
+    if cfg.env.kind == "skill_chain":
+        from sarl_dist.envs.skill_chain import SkillChainEnv
+
+        return SkillChainEnv(cfg.env)
+    raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")
+
+
+def env_spec(cfg: Config) -> EnvSpec:
+    """The task and its horizons, without starting a simulator (validates the task name)."""
+    if cfg.env.kind == "skill_chain":
+        from sarl_dist.envs.skill_chain import spec
+
+        try:
+            return spec(cfg.env)
+        except ValueError as exc:
+            raise ConfigError(f"env.task: {exc}") from None
+    raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")

@@ -1,0 +1,313 @@
+"""The driver: starts a run's actors in one placement group and drives it to the end.
+
+Training proceeds in phases that end at evaluation and checkpoint points. Inside a phase
+every worker always has an episode in flight; a finished episode is committed to the
+Learner in one call, then logged. At a phase end the driver waits for the Learner to
+spend its update budget, so evaluation sees the policy the data paid for, then runs
+greedy episodes on the workers and checkpoints everything a resume needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from sarl_dist.config import Config
+from sarl_dist.core.prompt_cache import PromptCache
+from sarl_dist.envs import env_spec
+from sarl_dist.runtime import checkpoint as ckpt
+from sarl_dist.runtime.learner import Learner
+from sarl_dist.runtime.progress import Progress
+from sarl_dist.runtime.rundir import RunDir
+from sarl_dist.runtime.vlm_service import VLMService
+from sarl_dist.runtime.worker import EnvWorker
+
+PLACEMENT_TIMEOUT_S = 120.0
+CACHE_FILE, DRIVER_FILE = "prompt_cache.json", "driver.json"
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def eval_seed(cfg: Config, j: int) -> int:
+    """The j-th evaluation episode's seed: the same at every evaluation point of a run."""
+    return int(np.random.SeedSequence([cfg.seed, 2, j]).generate_state(1)[0])
+
+
+def train_seed(cfg: Config, episode: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, 1, episode]).generate_state(1)[0])
+
+
+@dataclass
+class DriverState:
+    episodes: int = 0
+    eval_curve: list[list[float]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    successes: int = 0
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
+    return float(arr.mean()), se
+
+
+class Driver:
+    def __init__(self, cfg: Config, run: RunDir, show_progress: bool = True) -> None:
+        self.cfg, self.run = cfg, run
+        self.spec = env_spec(cfg)
+        self.state = DriverState()
+        self.progress = Progress(cfg.train.episodes, enabled=show_progress)
+        self._pg = None
+        self._actors: list = []
+        self._overhead: list[float] = []
+        self._staleness: list[int] = []
+        self._decisions = 0
+        self._train_seconds = 0.0
+
+    # ---------------------------------------------------------------- start-up
+    def _options(self, bundle: int, cpus: float) -> dict:
+        return {
+            "num_cpus": cpus,
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                placement_group=self._pg, placement_group_bundle_index=bundle
+            ),
+        }
+
+    def start(self, resume_from: Path | None) -> None:
+        rt = self.cfg.runtime
+        bundles = [{"CPU": rt.learner_cpus}, {"CPU": rt.vlm_cpus}]
+        bundles += [{"CPU": rt.worker_cpus}] * rt.num_workers
+        self._pg = placement_group(
+            bundles, strategy=rt.placement, name=f"sarl-{self.run.path.name}"
+        )
+        ready, _ = ray.wait([self._pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
+        if not ready:
+            need = sum(b["CPU"] for b in bundles)
+            raise RunError(
+                f"the cluster could not place this run's actors within {PLACEMENT_TIMEOUT_S:.0f}s "
+                f"({need:g} CPUs in {len(bundles)} bundles, strategy {rt.placement}); "
+                f"available: {ray.available_resources().get('CPU', 0):g} CPUs"
+            )
+        cache_state = None
+        if resume_from is not None:
+            cache_state = PromptCache.load(resume_from / CACHE_FILE).state()
+        self.learner = (
+            ray.remote(Learner).options(max_concurrency=8, **self._options(0, rt.learner_cpus))
+        ).remote(self.cfg, self.cfg.cache.capacity)
+        self.vlm = (
+            ray.remote(VLMService)
+            .options(**self._options(1, rt.vlm_cpus))
+            .remote(self.cfg, self.spec.task, cache_state)
+        )
+        self._actors = [self.learner, self.vlm]
+        if resume_from is not None:
+            ray.get(self.learner.load.remote(str(resume_from)))
+        texts = ray.get(self.vlm.prompt_texts.remote())
+        worker_cls = ray.remote(EnvWorker)
+        self.workers = [
+            worker_cls.options(**self._options(2 + i, rt.worker_cpus)).remote(
+                self.cfg, i, self.learner, self.vlm, texts
+            )
+            for i in range(rt.num_workers)
+        ]
+        self._actors += self.workers
+        ray.get([w.ready.remote() for w in self.workers])
+
+    def stop(self) -> None:
+        for actor in self._actors:
+            ray.kill(actor)
+        if self._pg is not None:
+            remove_placement_group(self._pg)
+        self._actors, self._pg = [], None
+        self.progress.close()
+
+    # ---------------------------------------------------------------- episodes
+    def _run_episodes(self, jobs: list[tuple[int, int]], greedy: bool, on_done) -> None:
+        """Run (episode, seed) jobs, each worker always busy; on_done(summary, batch_ref)."""
+        pending: dict = {}
+        queue = list(reversed(jobs))
+        idle = list(self.workers)
+        while queue or pending:
+            while queue and idle:
+                worker = idle.pop()
+                episode, seed = queue.pop()
+                summary_ref, batch_ref = worker.run_episode.remote(episode, seed, greedy)
+                pending[summary_ref] = (worker, batch_ref)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            worker, batch_ref = pending.pop(done[0])
+            idle.append(worker)
+            on_done(ray.get(done[0]), batch_ref)
+
+    def _train_phase(self, start: int, end: int) -> None:
+        jobs = [(i, train_seed(self.cfg, i)) for i in range(start, end)]
+
+        def commit(summary: dict, batch_ref) -> None:
+            ray.get(self.learner.add_episode.remote(summary["episode"], batch_ref))
+            self.state.episodes += 1
+            self.state.successes += int(summary["success"])
+            self.run.log_episode(summary)
+            self._overhead += summary["overhead_ms"]
+            self._staleness += summary["staleness_updates"]
+            self._decisions += summary["decisions"]
+            learner = self._learner_stats()
+            self.run.log_scalars(
+                summary["episode"],
+                {
+                    "learner/loss": learner["loss"],
+                    "learner/updates": learner["updates"],
+                    "learner/replay_size": learner["replay_size"],
+                    "worker/staleness_updates": max(summary["staleness_updates"]),
+                    "worker/overhead_ms": float(np.median(summary["overhead_ms"])),
+                },
+            )
+            self.progress.episode(summary, learner)
+
+        start_time = time.perf_counter()
+        self._run_episodes(jobs, greedy=False, on_done=commit)
+        self._train_seconds += time.perf_counter() - start_time
+
+    def _learner_stats(self) -> dict:
+        return ray.get(self.learner.stats.remote())
+
+    def evaluate(self) -> float:
+        start = time.perf_counter()
+        results: list[dict] = []
+        jobs = [(-1 - j, eval_seed(self.cfg, j)) for j in range(self.cfg.eval.episodes)]
+        self._run_episodes(jobs, greedy=True, on_done=lambda s, _: results.append(s))
+        mean, se = _mean_se([float(r["success"]) for r in results])
+        record = {
+            "episodes_seen": self.state.episodes,
+            "success_rate": mean,
+            "stderr": se,
+            "episodes": len(results),
+            "wall_seconds": time.perf_counter() - start,
+            "updates": self._learner_stats()["updates"],
+        }
+        self.state.eval_curve.append([self.state.episodes, mean])
+        self.run.log_eval(record)
+        self.progress.evaluation(record)
+        return mean
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint(self) -> None:
+        directory = self.run.checkpoint_dir(self.state.episodes)
+        ray.get(self.learner.save.remote(str(directory)))
+        PromptCache.from_state(ray.get(self.vlm.cache_state.remote())).save(directory / CACHE_FILE)
+        ckpt.write_atomic(directory / DRIVER_FILE, json.dumps(vars(self.state)).encode())
+        ckpt.seal(directory, {"episodes": self.state.episodes})
+        ckpt.prune(directory.parent, keep=2)
+
+    def restore(self, directory: Path) -> None:
+        self.state = DriverState(**json.loads((directory / DRIVER_FILE).read_text()))
+        self.progress.resume(self.state.episodes)
+
+    # ---------------------------------------------------------------- the run
+    def boundaries(self) -> list[int]:
+        total, every, ck = (
+            self.cfg.train.episodes,
+            self.cfg.eval.every,
+            self.cfg.train.checkpoint_every,
+        )
+        points = {total} | set(range(every, total, every)) | set(range(ck, total, ck))
+        return sorted(p for p in points if p > self.state.episodes)
+
+    def train(self) -> dict:
+        started = time.perf_counter() - self.state.wall_seconds
+        if self.state.episodes == 0 and not self.state.eval_curve and self.cfg.eval.episodes:
+            self.evaluate()
+        for end in self.boundaries():
+            self._train_phase(self.state.episodes, end)
+            ray.get(self.learner.wait_idle.remote())
+            if end % self.cfg.eval.every == 0 or end == self.cfg.train.episodes:
+                self.evaluate()
+            self.state.wall_seconds = time.perf_counter() - started
+            self.checkpoint()
+        self.state.wall_seconds = time.perf_counter() - started
+        return self.summary()
+
+    def summary(self) -> dict:
+        learner = ray.get(self.learner.wait_idle.remote())
+        vlm = ray.get(self.vlm.stats.remote())
+        overhead = np.asarray(self._overhead or [float("nan")])
+        staleness = np.asarray(self._staleness or [0])
+        curve = self.state.eval_curve
+        return {
+            "method": self.cfg.method,
+            "seed": self.cfg.seed,
+            "env": self.cfg.env.kind,
+            "task": self.spec.task,
+            "episodes": self.state.episodes,
+            "train_success_rate": self.state.successes / max(1, self.state.episodes),
+            "wall_seconds": self.state.wall_seconds,
+            "final_eval_success": curve[-1][1] if curve else None,
+            "eval_curve": curve,
+            "updates": learner["updates"],
+            "replay_size": learner["replay_size"],
+            "policy_version": learner["version"],
+            "vlm_calls": vlm["calls"],
+            "vlm": vlm,
+            "decisions": self._decisions,
+            "decisions_per_second": self._decisions / max(1e-9, self._train_seconds),
+            "overhead_ms_p50": float(np.nanpercentile(overhead, 50)),
+            "overhead_ms_p95": float(np.nanpercentile(overhead, 95)),
+            "staleness_updates_p50": float(np.percentile(staleness, 50)),
+            "staleness_updates_p95": float(np.percentile(staleness, 95)),
+            "staleness_updates_max": int(staleness.max()),
+        }
+
+
+def init_ray(address: str | None, cfg: Config) -> bool:
+    """Connect to `address` or start a local cluster; True when this call started Ray."""
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return True
+    rt = cfg.runtime
+    need = rt.learner_cpus + rt.vlm_cpus + rt.num_workers * rt.worker_cpus
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
+        include_dashboard=False,
+        log_to_driver=True,
+    )
+    return True
+
+
+def run_training(
+    cfg: Config,
+    run: RunDir,
+    address: str | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    resume_from = ckpt.latest(run.checkpoints) if resume else None
+    if resume_from is not None:
+        ckpt.verify(resume_from)
+    started_ray = init_ray(address, cfg)
+    driver = Driver(cfg, run, show_progress)
+    try:
+        driver.start(resume_from)
+        if resume_from is not None:
+            driver.restore(resume_from)
+            run.truncate_logs(driver.state.episodes)
+        else:
+            run.truncate_logs(0)
+        summary = driver.train()
+        run.write_summary(summary)
+        return summary
+    finally:
+        driver.stop()
+        if started_ray:
+            ray.shutdown()
+        run.close()

@@ -1,0 +1,164 @@
+"""The EnvWorker actor: one environment, one VLA client, a local copy of the Q-ensemble.
+
+A worker runs whole episodes and returns them; it never writes to the replay buffer
+itself. The driver commits a finished episode's transitions in one call, so a worker
+that dies mid-episode leaves nothing behind and the episode is simply run again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+import torch
+
+from sarl_dist.config import Config
+from sarl_dist.core.agent import build_q
+from sarl_dist.core.policy import greedy_choice, softmax_choice, uniform_choice
+from sarl_dist.core.prompt_cache import RESET_ID
+from sarl_dist.core.qnet import load_numpy_weights
+from sarl_dist.core.replay import Batch
+from sarl_dist.envs import make_env
+from sarl_dist.envs.base import Observation
+from sarl_dist.vla import make_vla
+from sarl_dist.vla.base import ChunkedVLA
+
+
+@dataclass
+class _Trace:
+    """What one episode records, decision by decision."""
+
+    transitions: list[tuple] = field(default_factory=list)
+    prompts: list[int] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    staleness: list[int] = field(default_factory=list)
+    overhead_ms: list[float] = field(default_factory=list)
+
+    def add(
+        self, obs: Observation, nxt: Observation, prompt: int, reward: float, done: float, mask
+    ):
+        self.prompts.append(prompt)
+        self.rewards.append(reward)
+        self.transitions.append(
+            (obs.image, obs.proprio, prompt, reward, done, nxt.image, nxt.proprio, mask)
+        )
+
+    def batch(self) -> Batch:
+        columns = [np.stack(c) for c in zip(*self.transitions, strict=True)]
+        return Batch(*columns)
+
+
+class EnvWorker:
+    def __init__(self, cfg: Config, index: int, learner, vlm, prompt_texts: list[str]) -> None:
+        torch.set_num_threads(cfg.runtime.torch_threads)
+        self.cfg, self.index, self.learner, self.vlm = cfg, index, learner, vlm
+        self.env = make_env(cfg)
+        self.vla = ChunkedVLA(
+            make_vla(cfg, seed=cfg.seed * 1000 + index),
+            cfg.vla.replan_steps,
+            self.env.spec.action_dim,
+        )
+        self.num_prompts = cfg.cache.capacity
+        self.texts = dict(enumerate(prompt_texts))
+        self.q = build_q(self.num_prompts, cfg.q).eval() if cfg.learns else None
+        self.version = -1
+        self._staleness = 0
+
+    def ready(self) -> int:
+        return self.index
+
+    def policy_version(self) -> int:
+        return self.version
+
+    def sync_weights(self) -> int:
+        """Pull the learner's weights if a newer version is published; returns the version used."""
+        version, published_updates, updates_now, fresh = ray.get(
+            self.learner.poll.remote(self.version)
+        )
+        if fresh is not None:
+            load_numpy_weights(self.q, ray.get(fresh[0]))
+            self.version = version
+        self._staleness = updates_now - published_updates
+        return self.version
+
+    def _candidates(self, obs: Observation) -> np.ndarray:
+        ids, texts = ray.get(self.vlm.propose.remote(obs.scene))
+        self.texts.update(zip(ids, texts, strict=True))
+        return np.asarray(ids, dtype=np.int64)
+
+    def _choose(self, obs: Observation, candidates: np.ndarray, greedy: bool, rng) -> int:
+        if self.q is None:
+            return uniform_choice(candidates, rng)
+        self.sync_weights()
+        with torch.no_grad():
+            q = self.q(torch.from_numpy(obs.image[None]), torch.from_numpy(obs.proprio[None]))
+        q = q.mean(0)[0].numpy()
+        if greedy:
+            return greedy_choice(q, candidates)
+        return softmax_choice(q, candidates, self.cfg.learner.temperature, rng)
+
+    def _mask(self, candidates: np.ndarray) -> np.ndarray:
+        mask = np.zeros(self.num_prompts, dtype=bool)
+        mask[candidates] = True
+        return mask
+
+    @ray.method(num_returns=2)
+    def run_episode(self, episode: int, seed: int, greedy: bool) -> tuple[dict, Batch | None]:
+        """One episode: its summary and its transitions (None when greedy: eval stores nothing)."""
+        start = time.perf_counter()
+        rng = np.random.default_rng([seed, 1])
+        env, spec, trace = self.env, self.env.spec, _Trace()
+        env.reset(seed)
+        obs = env.observe()
+        candidates = self._candidates(obs)
+        env_seconds = vla_seconds = 0.0
+        steps, success = 0, False
+        for t in range(spec.max_decisions):
+            t0 = time.perf_counter()
+            prompt = self._choose(obs, candidates, greedy, rng)
+            if prompt == RESET_ID:
+                result = env.run_reset()
+            else:
+                result = env.run_prompt(self.texts[prompt], self.vla)
+            t1 = time.perf_counter()
+            next_obs = env.observe()
+            observe_seconds = time.perf_counter() - t1
+            success = result.success
+            last = success or t == spec.max_decisions - 1
+            terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
+            next_candidates = np.zeros(0, np.int64) if terminal else self._candidates(next_obs)
+            decision_seconds = time.perf_counter() - t0
+            env_seconds += result.env_seconds + observe_seconds
+            vla_seconds += result.vla_seconds
+            steps += result.steps
+            trace.add(
+                obs, next_obs, prompt, float(success), float(terminal), self._mask(next_candidates)
+            )
+            trace.versions.append(self.version)
+            trace.staleness.append(self._staleness)
+            framework = decision_seconds - result.env_seconds - result.vla_seconds - observe_seconds
+            trace.overhead_ms.append(1e3 * framework)
+            obs, candidates = next_obs, next_candidates
+            if last:
+                break
+        summary = {
+            "episode": episode,
+            "worker": self.index,
+            "seed": seed,
+            "greedy": greedy,
+            "prompts": [[p, self.texts[p]] for p in trace.prompts],
+            "rewards": trace.rewards,
+            "success": success,
+            "decisions": len(trace.prompts),
+            "steps": steps,
+            "wall_seconds": time.perf_counter() - start,
+            "env_seconds": env_seconds,
+            "vla_seconds": vla_seconds,
+            "policy_versions": trace.versions,
+            "staleness_updates": trace.staleness,
+            "overhead_ms": trace.overhead_ms,
+        }
+        return summary, (None if greedy else trace.batch())

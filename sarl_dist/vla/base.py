@@ -1,0 +1,65 @@
+"""The VLA interface: openpi's BasePolicy (observation dict -> {"actions": chunk}).
+
+Any openpi policy or client (WebsocketClientPolicy, the skill VLA) plugs in unchanged;
+ChunkedVLA adds what a rollout needs on top: replanning every `replan_steps` actions,
+lazy observations (nothing is rendered while queued actions remain) and a strict
+check of every chunk, so a wrong server fails loudly instead of moving the arm wrongly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class VLAError(RuntimeError):
+    """The VLA answered something a robot must not execute."""
+
+
+@runtime_checkable
+class VLAPolicy(Protocol):
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]: ...
+
+    def reset(self) -> None: ...
+
+
+class ChunkedVLA:
+    def __init__(self, policy: VLAPolicy, replan_steps: int, action_dim: int) -> None:
+        self.policy, self.replan_steps, self.action_dim = policy, replan_steps, action_dim
+        self._queue: deque[np.ndarray] = deque()
+        self.infer_seconds = 0.0
+        self.calls = 0
+
+    def reset(self) -> None:
+        """Drop queued actions: a new prompt must not inherit the old prompt's chunk."""
+        self._queue.clear()
+        self.policy.reset()
+
+    def next_action(self, observe: Callable[[], dict[str, Any]]) -> np.ndarray:
+        if not self._queue:
+            obs = observe()
+            start = time.perf_counter()
+            reply = self.policy.infer(obs)
+            self.infer_seconds += time.perf_counter() - start
+            self.calls += 1
+            self._queue.extend(self._check(reply)[: self.replan_steps])
+        return self._queue.popleft()
+
+    def _check(self, reply: Any) -> np.ndarray:
+        if not isinstance(reply, dict) or "actions" not in reply:
+            raise VLAError(f"VLA reply has no 'actions' (got {type(reply).__name__})")
+        actions = np.asarray(reply["actions"], dtype=np.float32)
+        if actions.ndim == 1:
+            actions = actions[None]
+        if actions.ndim != 2 or actions.shape[1] != self.action_dim or len(actions) == 0:
+            raise VLAError(
+                f"VLA returned actions of shape {actions.shape}, "
+                f"expected (chunk, {self.action_dim})"
+            )
+        if not np.isfinite(actions).all():
+            raise VLAError("VLA returned non-finite actions")
+        return actions

@@ -1,0 +1,78 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sarl_dist.config import Config, ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_follow_sarl():
+    cfg = Config()
+    assert cfg.cache.capacity == 32 and cfg.q.ensemble == 10 and cfg.q.hidden == 128
+    assert cfg.q.layers == 3 and cfg.vlm.candidates == 4
+    assert cfg.gamma == pytest.approx(1 - 1 / 5)  # H = 5 decisions
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("cache.capacity=1", "cache.capacity"),
+        ("learner.lrr=0.1", "learner.lrr"),
+        ("env.max_decisions=many", "env.max_decisions"),
+        ("method=dqn", "method"),
+        ("learner.target.mode=sometimes", "learner.target.mode"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path, override, field):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(path, [override])
+
+
+def test_overrides_read_yaml_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("learner:\n  lr: 0.01\n")
+    cfg = load_config(path, ["learner.lr=0.002", "cache.seed_prompts=[open the drawer]"])
+    assert cfg.learner.lr == 0.002 and cfg.cache.seed_prompts == ("open the drawer",)
+
+
+def test_malformed_yaml_and_non_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learner: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_too_many_seed_prompts_for_the_cache():
+    with pytest.raises(ConfigError, match=r"cache\.capacity"):
+        load_config(None, ["cache.capacity=2", "cache.seed_prompts=[a b, c d]"])
+
+
+def test_cli_stops_on_a_bad_config_and_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sarl_dist.cli.main",
+            "train",
+            str(CONFIGS / "skill_chain.yaml"),
+            "--set",
+            "cache.capacity=1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "cache.capacity" in proc.stderr
+    assert not out.exists()
