@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -68,6 +70,40 @@ def train(
         json.dumps({k: summary[k] for k in ("episodes", "final_eval_success", "wall_seconds")})
     )
     typer.echo(f"run directory: {run.path}")
+
+
+@app.command("serve-vla")
+def serve_vla(
+    policy: Annotated[
+        str, typer.Option(help="Which policy to serve: skill_chain.")
+    ] = "skill_chain",
+    config: Annotated[Path | None, typer.Option(help="Config whose env section it serves.")] = None,
+    set_: SetOption = None,
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to expose).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8000,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key clients must send.")
+    ] = None,
+) -> None:
+    """Serve a VLA over openpi's websocket protocol (what openpi-client speaks)."""
+    from sarl_dist.vla import make_server_policy
+    from sarl_dist.vla.server import PolicyServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(config, set_ or [])
+        served, metadata = make_server_policy(policy, cfg)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            _fail(f"--api-key-env {api_key_env}: that environment variable is not set")
+    server = PolicyServer(served, host, port, metadata, api_key=api_key)
+    logging.info("serving %s on ws://%s:%d (GET /healthz)", policy, host, port)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
 
 
 @app.command("show-config")

@@ -1,0 +1,76 @@
+"""The VLA client: openpi-client's WebsocketClientPolicy with what a long run needs.
+
+openpi-client 0.1.2 makes one connection attempt and surfaces a server error as a bare
+RuntimeError. Here: connection retries with backoff until a deadline (a server that is
+still loading a checkpoint is normal), an optional API key, a check of the server's
+metadata against what the run expects, and every failure as a VLAError naming the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import websockets
+from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+from sarl_dist.vla.base import VLAError
+
+log = logging.getLogger(__name__)
+
+
+class WebsocketVLA:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        api_key: str | None = None,
+        connect_timeout: float = 30.0,
+        expect_metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.uri = host if host.startswith("ws") else f"ws://{host}:{port}"
+        self._policy = self._connect(host, port, api_key, connect_timeout)
+        self.metadata = self._policy.get_server_metadata()
+        for key, want in (expect_metadata or {}).items():
+            got = self.metadata.get(key)
+            if got != want:
+                self.close()
+                raise VLAError(f"policy server {self.uri} reports {key}={got!r}, expected {want!r}")
+
+    def _connect(self, host: str, port: int, api_key: str | None, timeout: float):
+        deadline, delay = time.monotonic() + timeout, 0.1
+        while True:
+            try:
+                return WebsocketClientPolicy(host, port, api_key=api_key)
+            except websockets.InvalidStatus as exc:
+                code = exc.response.status_code
+                if code in (401, 403):
+                    raise VLAError(
+                        f"policy server {self.uri} refused the API key ({code})"
+                    ) from None
+                error: Exception = exc
+            except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
+                error = exc
+            if time.monotonic() + delay > deadline:
+                raise VLAError(
+                    f"no policy server at {self.uri} after {timeout:.0f}s "
+                    f"({type(error).__name__}: {error})"
+                ) from None
+            log.info("waiting for policy server %s (%s)", self.uri, error)
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._policy.infer(obs)
+        except websockets.ConnectionClosed as exc:
+            raise VLAError(f"connection to policy server {self.uri} lost: {exc}") from None
+        except RuntimeError as exc:  # openpi-client's way of reporting a text (error) frame
+            raise VLAError(f"policy server {self.uri} failed: {exc}") from None
+
+    def reset(self) -> None:
+        self._policy.reset()
+
+    def close(self) -> None:
+        self._policy._ws.close()  # openpi-client exposes no close()

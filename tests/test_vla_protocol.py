@@ -1,0 +1,160 @@
+"""openpi's websocket protocol, both ways, over real sockets on 127.0.0.1."""
+
+import asyncio
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from openpi_client import msgpack_numpy
+from openpi_client.websocket_client_policy import WebsocketClientPolicy
+from websockets.asyncio.server import serve
+
+from sarl_dist.envs.skill_chain import NUM_SKILLS, SkillChainVLA
+from sarl_dist.testing import tiny_config
+from sarl_dist.vla import make_server_policy
+from sarl_dist.vla.base import ChunkedVLA, VLAError
+from sarl_dist.vla.client import WebsocketVLA
+from sarl_dist.vla.server import PolicyServer
+
+OBS = {"observation/state": np.zeros(8, np.float32), "prompt": "open the drawer"}
+
+
+class Failing:
+    def infer(self, obs):
+        raise ValueError("checkpoint not loaded")
+
+    def reset(self):
+        pass
+
+
+@pytest.fixture
+def server():
+    policy, metadata = make_server_policy("skill_chain", tiny_config())
+    srv = PolicyServer(policy, port=0, metadata=metadata).start_background()
+    yield srv
+    srv.stop()
+
+
+def test_openpi_client_talks_to_our_server(server):
+    client = WebsocketClientPolicy("127.0.0.1", server.port)
+    assert client.get_server_metadata()["action_dim"] == NUM_SKILLS
+    reply = client.infer(OBS)
+    assert reply["actions"].shape == (10, NUM_SKILLS)
+    assert int(np.argmax(reply["actions"][0])) == 0  # "open the drawer" is skill 0
+    assert reply["server_timing"]["infer_ms"] >= 0
+    assert "prev_total_ms" in client.infer(OBS)["server_timing"]
+
+
+def test_healthz_answers_ok(server):
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as resp:
+        assert resp.status == 200
+        assert resp.read() == b"OK\n"
+
+
+def test_api_key_is_required_and_checked():
+    srv = PolicyServer(SkillChainVLA(tiny_config().env.skill_chain), port=0, api_key="s3cret")
+    srv.start_background()
+    try:
+        with pytest.raises(VLAError, match="refused the API key"):
+            WebsocketVLA("127.0.0.1", srv.port, api_key="wrong", connect_timeout=2)
+        with pytest.raises(VLAError, match="refused the API key"):
+            WebsocketVLA("127.0.0.1", srv.port, connect_timeout=2)
+        ok = WebsocketVLA("127.0.0.1", srv.port, api_key="s3cret", connect_timeout=2)
+        assert ok.infer(OBS)["actions"].shape == (10, NUM_SKILLS)
+        ok.close()
+    finally:
+        srv.stop()
+
+
+def test_server_errors_arrive_as_a_clear_message():
+    srv = PolicyServer(Failing(), port=0).start_background()
+    try:
+        client = WebsocketVLA("127.0.0.1", srv.port, connect_timeout=2)
+        with pytest.raises(VLAError, match="checkpoint not loaded"):
+            client.infer(OBS)
+    finally:
+        srv.stop()
+
+
+def test_oversized_frames_are_refused():
+    srv = PolicyServer(SkillChainVLA(tiny_config().env.skill_chain), port=0, max_message_bytes=4096)
+    srv.start_background()
+    try:
+        client = WebsocketVLA("127.0.0.1", srv.port, connect_timeout=2)
+        with pytest.raises(VLAError, match="lost"):
+            client.infer({**OBS, "observation/image": np.zeros((224, 224, 3), np.uint8)})
+    finally:
+        srv.stop()
+
+
+def test_no_server_fails_by_the_deadline_not_a_hang():
+    with pytest.raises(VLAError, match="no policy server"):
+        WebsocketVLA("127.0.0.1", 1, connect_timeout=0.5)
+
+
+def test_metadata_mismatch_is_refused(server):
+    with pytest.raises(VLAError, match="action_dim"):
+        WebsocketVLA("127.0.0.1", server.port, expect_metadata={"action_dim": 7})
+
+
+def _openpi_style_server(actions: np.ndarray, fail_after: int | None = None):
+    """An independent minimal server written to openpi's protocol, for our client."""
+    started, state = threading.Event(), {}
+
+    async def handler(ws):
+        packer = msgpack_numpy.Packer()
+        await ws.send(packer.pack({"policy": "openpi-style"}))
+        served = 0
+        async for frame in ws:
+            obs = msgpack_numpy.unpackb(frame)
+            if fail_after is not None and served >= fail_after:
+                await ws.send("Traceback: boom")
+                await ws.close(code=1011)
+                return
+            served += 1
+            await ws.send(packer.pack({"actions": actions, "echo": obs["prompt"]}))
+
+    async def main():
+        async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as srv:
+            state["port"], state["loop"] = (
+                srv.sockets[0].getsockname()[1],
+                asyncio.get_running_loop(),
+            )
+            state["stop"] = asyncio.Event()
+            started.set()
+            await state["stop"].wait()
+
+    threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
+    assert started.wait(5)
+    return state
+
+
+def test_our_client_talks_to_an_openpi_protocol_server_and_replans():
+    state = _openpi_style_server(np.arange(10 * 7, dtype=np.float32).reshape(10, 7), fail_after=2)
+    try:
+        client = WebsocketVLA("127.0.0.1", state["port"], connect_timeout=2)
+        assert client.metadata == {"policy": "openpi-style"}
+        chunked = ChunkedVLA(client, replan_steps=5, action_dim=7)
+        first = [chunked.next_action(lambda: OBS)[0] for _ in range(10)]
+        assert first == [0.0, 7.0, 14.0, 21.0, 28.0] * 2  # 5 of each 10-step chunk, then ask again
+        with pytest.raises(VLAError, match="boom"):
+            chunked.next_action(lambda: OBS)
+    finally:
+        state["loop"].call_soon_threadsafe(state["stop"].set)
+
+
+def test_wrong_action_shape_from_a_server_is_refused():
+    state = _openpi_style_server(np.zeros((10, 3), np.float32))
+    try:
+        chunked = ChunkedVLA(WebsocketVLA("127.0.0.1", state["port"]), 5, action_dim=7)
+        with pytest.raises(VLAError, match="shape"):
+            chunked.next_action(lambda: OBS)
+    finally:
+        state["loop"].call_soon_threadsafe(state["stop"].set)
+
+
+def test_plain_http_elsewhere_is_refused(server):
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://127.0.0.1:{server.port}/other", timeout=5)
