@@ -70,30 +70,24 @@ class EnvWorker:
     def ready(self) -> int:
         return self.index
 
-    def policy_version(self) -> int:
-        return self.version
-
-    def sync_weights(self) -> int:
-        """Pull the learner's weights if a newer version is published; returns the version used."""
-        version, published_updates, updates_now, fresh = ray.get(
-            self.learner.poll.remote(self.version)
-        )
-        if fresh is not None:
-            load_numpy_weights(self.q, ray.get(fresh[0]))
-            self.version = version
-        self._staleness = updates_now - published_updates
-        return self.version
-
-    def _candidates(self, obs: Observation) -> np.ndarray:
-        ids, texts = ray.get(self.vlm.propose.remote(obs.scene))
+    def _prepare(self, obs: Observation) -> np.ndarray:
+        """Before a decision: A(s) from the VLMService and, at the same time, newer weights."""
+        proposal = self.vlm.propose.remote(obs.scene)
+        poll = self.learner.poll.remote(self.version) if self.q is not None else None
+        ids, texts = ray.get(proposal)
         self.texts.update(zip(ids, texts, strict=True))
+        if poll is not None:
+            version, published_updates, updates_now, fresh = ray.get(poll)
+            if fresh is not None:
+                load_numpy_weights(self.q, ray.get(fresh[0]))
+                self.version = version
+            self._staleness = updates_now - published_updates
         return np.asarray(ids, dtype=np.int64)
 
     def _choose(self, obs: Observation, candidates: np.ndarray, greedy: bool, rng) -> int:
         if self.q is None:
             return uniform_choice(candidates, rng)
-        self.sync_weights()
-        with torch.no_grad():
+        with torch.inference_mode():
             q = self.q(torch.from_numpy(obs.image[None]), torch.from_numpy(obs.proprio[None]))
         q = q.mean(0)[0].numpy()
         if greedy:
@@ -113,12 +107,14 @@ class EnvWorker:
         env, spec, trace = self.env, self.env.spec, _Trace()
         env.reset(seed)
         obs = env.observe()
-        candidates = self._candidates(obs)
+        candidates = self._prepare(obs)
         env_seconds = vla_seconds = 0.0
         steps, success = 0, False
         for t in range(spec.max_decisions):
             t0 = time.perf_counter()
             prompt = self._choose(obs, candidates, greedy, rng)
+            trace.versions.append(self.version)
+            trace.staleness.append(self._staleness)
             if prompt == RESET_ID:
                 result = env.run_reset()
             else:
@@ -129,7 +125,7 @@ class EnvWorker:
             success = result.success
             last = success or t == spec.max_decisions - 1
             terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
-            next_candidates = np.zeros(0, np.int64) if terminal else self._candidates(next_obs)
+            next_candidates = np.zeros(0, np.int64) if terminal else self._prepare(next_obs)
             decision_seconds = time.perf_counter() - t0
             env_seconds += result.env_seconds + observe_seconds
             vla_seconds += result.vla_seconds
@@ -137,8 +133,6 @@ class EnvWorker:
             trace.add(
                 obs, next_obs, prompt, float(success), float(terminal), self._mask(next_candidates)
             )
-            trace.versions.append(self.version)
-            trace.staleness.append(self._staleness)
             framework = decision_seconds - result.env_seconds - result.vla_seconds - observe_seconds
             trace.overhead_ms.append(1e3 * framework)
             obs, candidates = next_obs, next_candidates
