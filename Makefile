@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/sarl train configs/skill_chain.yaml --out $(RUN_DIR)
+	$(BIN)/sarl train configs/libero10.yaml --out $(RUN_DIR)
 
 lint: setup
 	$(BIN)/ruff check sarl_dist tests benchmarks

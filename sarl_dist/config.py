@@ -46,8 +46,30 @@ class SkillChainConfig(_Section):
     )
 
 
+class LiberoConfig(_Section):
+    """LIBERO scenes (sarl_dist/envs/libero.py)."""
+
+    suite: str = Field("libero_10", description="Benchmark suite: libero_10, libero_90, ...")
+    init_state: int | None = Field(
+        None, ge=0, description="Fixed init state index; None draws one per episode seed."
+    )
+    camera_size: int = Field(256, ge=32, description="Render size of agentview / wrist cameras.")
+    vla_image_size: int = Field(224, ge=32, description="Images sent to the VLA (padded).")
+    settle_steps: int = Field(10, ge=0, description="No-op steps after reset (openpi: 10).")
+    renderer: Literal["auto", "egl", "osmesa", "egl_surfaceless"] = Field(
+        "auto", description="Headless OpenGL backend; auto picks EGL on GPU nodes."
+    )
+    vla_images: bool = Field(
+        False, description="Render camera images for the VLA (pi0.5 needs them; the skill VLA not)."
+    )
+    privileged: bool = Field(
+        True, description="Send object/fixture poses to the VLA (the skill VLA acts from them)."
+    )
+    home_tolerance: float = Field(0.01, gt=0, description="Reset-to-home stops within this (m).")
+
+
 class EnvConfig(_Section):
-    kind: Literal["skill_chain"] = "skill_chain"
+    kind: Literal["skill_chain", "libero"] = "skill_chain"
     task: int | str = Field(0, description="Task index or name within the environment.")
     max_decisions: int = Field(
         5, ge=1, description="Semantic decisions per episode (H; 600/120 = 5 in LIBERO)."
@@ -56,17 +78,40 @@ class EnvConfig(_Section):
         10, ge=1, description="Low-level steps the VLA runs per semantic decision."
     )
     skill_chain: SkillChainConfig = SkillChainConfig()
+    libero: LiberoConfig = LiberoConfig()
 
 
 class VLAConfig(_Section):
-    kind: Literal["skill_chain"] = "skill_chain"
+    """How workers reach the VLA.
+
+    skill_chain: the test bed's VLA, in process. skill: the run serves the LIBERO skill
+    VLA itself (a VLAServer actor speaking openpi's protocol) and workers connect to it
+    exactly as to pi0.5. websocket: an existing openpi policy server at host:port.
+    """
+
+    kind: Literal["skill_chain", "skill", "websocket"] = "skill_chain"
     replan_steps: int = Field(
         5, ge=1, description="Actions executed from each chunk before asking again (openpi: 5)."
+    )
+    host: str = Field("127.0.0.1", description="Policy server host (kind=websocket).")
+    port: int = Field(8000, ge=1, le=65535, description="Policy server port (kind=websocket).")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the server's API key."
+    )
+    connect_timeout: float = Field(60.0, gt=0, description="Seconds to keep retrying a connect.")
+    server_cpus: float = Field(0.25, gt=0, description="Ray CPUs of the run's own VLA server.")
+    action_noise: float = Field(
+        0.05, ge=0, description="Skill VLA: std of the noise on its motion commands."
+    )
+    p_partial: float = Field(
+        0.5, ge=0, le=1, description="Skill VLA: chance a compound prompt runs its first clause."
     )
 
 
 class VLMConfig(_Section):
-    backend: Literal["skill_chain"] = "skill_chain"
+    backend: Literal["skill_chain", "template"] = Field(
+        "skill_chain", description="Proposer: the test bed's, or templates from the task text."
+    )
     candidates: int = Field(4, ge=1, description="Candidate prompts per query (4 in sim).")
 
 

@@ -11,6 +11,10 @@ def make_env(cfg: Config) -> Env:
         from sarl_dist.envs.skill_chain import SkillChainEnv
 
         return SkillChainEnv(cfg.env)
+    if cfg.env.kind == "libero":
+        from sarl_dist.envs.libero import LiberoEnv
+
+        return LiberoEnv(cfg.env)
     raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")
 
 
@@ -23,4 +27,8 @@ def env_spec(cfg: Config) -> EnvSpec:
             return spec(cfg.env)
         except ValueError as exc:
             raise ConfigError(f"env.task: {exc}") from None
+    if cfg.env.kind == "libero":
+        from sarl_dist.envs.libero import spec as libero_spec
+
+        return libero_spec(cfg.env)
     raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")

@@ -28,6 +28,7 @@ from sarl_dist.runtime import checkpoint as ckpt
 from sarl_dist.runtime.learner import Learner
 from sarl_dist.runtime.progress import Progress
 from sarl_dist.runtime.rundir import RunDir
+from sarl_dist.runtime.vla_server import VLAServer
 from sarl_dist.runtime.vlm_service import VLMService
 from sarl_dist.runtime.worker import EnvWorker
 
@@ -88,6 +89,9 @@ class Driver:
         rt = self.cfg.runtime
         bundles = [{"CPU": rt.learner_cpus}, {"CPU": rt.vlm_cpus}]
         bundles += [{"CPU": rt.worker_cpus}] * rt.num_workers
+        serves_vla = self.cfg.vla.kind == "skill"
+        if serves_vla:
+            bundles.append({"CPU": self.cfg.vla.server_cpus})
         self._pg = placement_group(
             bundles, strategy=rt.placement, name=f"sarl-{self.run.path.name}"
         )
@@ -113,11 +117,20 @@ class Driver:
         self._actors = [self.learner, self.vlm]
         if resume_from is not None:
             ray.get(self.learner.load.remote(str(resume_from)))
+        vla_address = None
+        if serves_vla:
+            server = (
+                ray.remote(VLAServer)
+                .options(**self._options(len(bundles) - 1, self.cfg.vla.server_cpus))
+                .remote(self.cfg)
+            )
+            self._actors.append(server)
+            vla_address = ray.get(server.address.remote())
         texts = ray.get(self.vlm.prompt_texts.remote())
         worker_cls = ray.remote(EnvWorker)
         self.workers = [
             worker_cls.options(**self._options(2 + i, rt.worker_cpus)).remote(
-                self.cfg, i, self.learner, self.vlm, texts
+                self.cfg, i, self.learner, self.vlm, texts, vla_address
             )
             for i in range(rt.num_workers)
         ]

@@ -52,12 +52,20 @@ class _Trace:
 
 
 class EnvWorker:
-    def __init__(self, cfg: Config, index: int, learner, vlm, prompt_texts: list[str]) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        index: int,
+        learner,
+        vlm,
+        prompt_texts: list[str],
+        vla_address: tuple[str, int] | None = None,
+    ) -> None:
         torch.set_num_threads(cfg.runtime.torch_threads)
         self.cfg, self.index, self.learner, self.vlm = cfg, index, learner, vlm
         self.env = make_env(cfg)
         self.vla = ChunkedVLA(
-            make_vla(cfg, seed=cfg.seed * 1000 + index),
+            make_vla(cfg, seed=cfg.seed * 1000 + index, address=vla_address),
             cfg.vla.replan_steps,
             self.env.spec.action_dim,
         )

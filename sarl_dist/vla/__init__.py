@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sarl_dist.config import Config
 from sarl_dist.vla.base import VLAPolicy
 
-SERVABLE = ("skill_chain",)
+SERVABLE = ("skill_chain", "skill")
 
 
-def make_vla(cfg: Config, seed: int) -> VLAPolicy:
+def api_key(cfg: Config) -> str | None:
+    """The policy server's key, from the environment only (never from a config file)."""
+    name = cfg.vla.api_key_env
+    if name is None:
+        return None
+    key = os.environ.get(name)
+    if not key:
+        raise ValueError(f"vla.api_key_env: environment variable {name} is not set")
+    return key
+
+
+def make_vla(cfg: Config, seed: int, address: tuple[str, int] | None = None) -> VLAPolicy:
+    """The worker's VLA: in process for the test bed, else a client of a policy server."""
     if cfg.vla.kind == "skill_chain":
         from sarl_dist.envs.skill_chain import SkillChainVLA
 
         return SkillChainVLA(cfg.env.skill_chain, seed=seed)
-    raise ValueError(f"vla.kind: unknown VLA {cfg.vla.kind!r}")
+    from sarl_dist.vla.client import WebsocketVLA
+
+    host, port = address if address is not None else (cfg.vla.host, cfg.vla.port)
+    return WebsocketVLA(host, port, api_key(cfg), cfg.vla.connect_timeout)
 
 
 def make_server_policy(name: str, cfg: Config) -> tuple[VLAPolicy, dict[str, Any]]:
@@ -25,4 +41,11 @@ def make_server_policy(name: str, cfg: Config) -> tuple[VLAPolicy, dict[str, Any
 
         policy = SkillChainVLA(cfg.env.skill_chain, seed=cfg.seed)
         return policy, {"policy": name, "action_dim": NUM_SKILLS, "action_horizon": policy.horizon}
+    if name == "skill":
+        from sarl_dist.vla.skill_vla import HORIZON, SkillVLA
+
+        policy = SkillVLA(
+            seed=cfg.seed, action_noise=cfg.vla.action_noise, p_partial=cfg.vla.p_partial
+        )
+        return policy, {"policy": name, "action_dim": 7, "action_horizon": HORIZON}
     raise ValueError(f"--policy: unknown policy {name!r}; choose from {', '.join(SERVABLE)}")

@@ -11,4 +11,8 @@ def make_proposer(cfg: Config) -> Proposer:
         from sarl_dist.envs.skill_chain import SkillChainProposer
 
         return SkillChainProposer(cfg.env.skill_chain, seed=cfg.seed)
+    if cfg.vlm.backend == "template":
+        from sarl_dist.vlm.template import TemplateProposer
+
+        return TemplateProposer(seed=cfg.seed)
     raise ValueError(f"vlm.backend: unknown proposer {cfg.vlm.backend!r}")
