@@ -72,6 +72,37 @@ def train(
     typer.echo(f"run directory: {run.path}")
 
 
+@app.command()
+def probe(
+    prompts: Annotated[
+        list[str] | None, typer.Argument(help="Prompt sequence; 'reset to home' is allowed.")
+    ] = None,
+    suite: Annotated[str, typer.Option(help="LIBERO suite.")] = "libero_10",
+    task: Annotated[str, typer.Option(help="Task index or name.")] = "0",
+    episodes: Annotated[int, typer.Option(help="Episodes (init states 0..N-1).")] = 20,
+    video: Annotated[Path | None, typer.Option(help="Write one MP4 per episode here.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Base config (default: libero10.yaml).")
+    ] = None,
+    set_: SetOption = None,
+    prompts_flag: Annotated[
+        bool, typer.Option("--prompts", help="Marks the start of the prompt list (optional).")
+    ] = False,
+) -> None:
+    """Success rate of a fixed prompt sequence (or the task sentence alone) on one task."""
+    from sarl_dist.runtime.probe import probe as run_probe
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    base = config or Path(__file__).resolve().parents[2] / "configs" / "libero10.yaml"
+    overrides = [f"env.libero.suite={suite}", f"env.task={task}", *(set_ or [])]
+    try:
+        cfg = load_config(base if base.is_file() else None, overrides)
+        summary = run_probe(cfg, list(prompts or []), episodes, video)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(summary))
+
+
 @app.command("serve-vla")
 def serve_vla(
     policy: Annotated[

@@ -32,6 +32,52 @@ ACTION_DIM = 7
 _FIXTURE_SITE = re.compile(r"(region|burner|top_side)$")
 
 
+# The atomic prompt sequence that solves each LIBERO-10 task with a VLA that knows the
+# LIBERO-90 skills: the test bed's upper bound (`sarl probe`, the oracle baseline).
+ORACLE_PROMPTS: dict[str, tuple[str, ...]] = {
+    "put both the alphabet soup and the tomato sauce in the basket": (
+        "pick up the alphabet soup and put it in the basket",
+        "pick up the tomato sauce and put it in the basket",
+    ),
+    "put both the cream cheese box and the butter in the basket": (
+        "pick up the cream cheese box and put it in the basket",
+        "pick up the butter and put it in the basket",
+    ),
+    "turn on the stove and put the moka pot on it": (
+        "turn on the stove",
+        "put the moka pot on the stove",
+    ),
+    "put the black bowl in the bottom drawer of the cabinet and close it": (
+        "put the black bowl in the bottom drawer of the cabinet",
+        "close the bottom drawer of the cabinet",
+    ),
+    "put the white mug on the left plate and put the yellow and white mug on the right plate": (
+        "put the white mug on the left plate",
+        "put the yellow and white mug on the right plate",
+    ),
+    "pick up the book and place it in the back compartment of the caddy": (
+        "pick up the book and place it in the back compartment of the caddy",
+    ),
+    "put the white mug on the plate and put the chocolate pudding to the right of the plate": (
+        "put the white mug on the plate",
+        "put the chocolate pudding to the right of the plate",
+    ),
+    "put both the alphabet soup and the cream cheese box in the basket": (
+        "pick up the alphabet soup and put it in the basket",
+        "pick up the cream cheese box and put it in the basket",
+    ),
+    "put both moka pots on the stove": (
+        "turn on the stove",
+        "put the left moka pot on the stove",
+        "put the right moka pot on the stove",
+    ),
+    "put the yellow and white mug in the microwave and close it": (
+        "put the yellow and white mug in the microwave",
+        "close the microwave",
+    ),
+}
+
+
 class EnvError(RuntimeError):
     """The simulator broke (NaN physics, renderer failure); the episode is void."""
 
@@ -232,8 +278,14 @@ class LiberoEnv(Env):
         sites = {
             n: np.asarray(data.site_xpos[model.site_name2id(n)], np.float32) for n in self._sites
         }
-        joints = {
-            n: np.float32(data.qpos[model.jnt_qposadr[model.joint_name2id(n)]])
+        joints = {  # articulation: joint position, then the moving part's world position
+            n: np.array(
+                [
+                    data.qpos[model.jnt_qposadr[model.joint_name2id(n)]],
+                    *data.body_xpos[model.jnt_bodyid[model.joint_name2id(n)]],
+                ],
+                np.float32,
+            )
             for n in self._joints
         }
         return {

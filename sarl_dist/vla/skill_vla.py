@@ -37,6 +37,7 @@ from sarl_dist.vla.geometry import orientation_error
 DOWN = np.array([1.0, 0.0, 0.0, 0.0])  # gripper pointing down (x, y, z, w)
 OPEN_WIDTH = 0.079  # finger gap of the fully open Panda gripper (measured 0.080)
 HORIZON = 10
+MIN_SPEED = 0.35  # smallest commanded speed while more than 4 mm from the target
 
 # Words LIBERO's language uses for an object whose key says otherwise.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -75,15 +76,32 @@ _PUT = re.compile(
     r"(?P<rel>in|on|into|onto|on top of|inside|to the left of|to the right of) the (?P<dst>.+)$"
 )
 _PICK = re.compile(r"^(?:pick up|grab|lift) the (?P<obj>.+)$")
+_STOVE = re.compile(r"^turn (?P<state>on|off) the stove$")
 _COMPOUND = re.compile(r" and (?:put|place|close|open|turn|pick)\b|\bboth\b|\bthen\b")
 
 
 @dataclass(frozen=True)
 class Command:
-    kind: str  # "pick_place" | "pick"
+    kind: str  # "pick_place" | "pick" | "turn_on" | "turn_off"
     obj: str  # object key in the scene
     dest: str | None = None  # an object or site key
     relation: str = "on"  # "in", "on", "left", "right"
+
+
+# How the skill grasps an object, by its LIBERO type: height of the grasp above the
+# object's origin, offset along the fingers' closing axis (world y) to pinch a rim or wall
+# instead of spanning a too-wide body, and whether to turn the hand to the object's yaw.
+GRASPS: dict[str, tuple[float, float, bool]] = {
+    "porcelain_mug": (0.11, 0.037, False),
+    "white_yellow_mug": (0.11, 0.037, False),
+    "red_coffee_mug": (0.11, 0.037, False),
+    "akita_black_bowl": (0.075, 0.06, False),
+    "black_book": (0.05, 0.0, True),
+}
+
+
+def grasp_geometry(key: str) -> tuple[float, float, bool]:
+    return GRASPS.get(re.sub(r"_\d+$", "", key), (0.0, 0.0, False))
 
 
 def object_phrases(key: str) -> tuple[str, ...]:
@@ -122,12 +140,13 @@ class SkillVLA:
         """The scene key a noun phrase names; unfamiliar words land on a hashed object."""
         objects = scene["objects"]
         phrase = phrase.strip()
-        if phrase in ("left plate", "right plate"):
-            plates = sorted(
-                (k for k in objects if k.startswith("plate")), key=lambda k: objects[k][1]
+        side = re.match(r"^(left|right) (.+)$", phrase)
+        if side:  # "the left plate": of several matching objects, the one with smaller y
+            same = sorted(
+                (k for k in objects if side[2] in object_phrases(k)), key=lambda k: objects[k][1]
             )
-            if plates:
-                return plates[0] if phrase.startswith("left") else plates[-1]
+            if same:
+                return same[0] if side[1] == "left" else same[-1]
         for key in sorted(objects):
             if phrase in object_phrases(key):
                 return key
@@ -152,6 +171,10 @@ class SkillVLA:
                 )
                 dest = self.ground_place(m["dst"], scene)
                 return Command("pick_place", obj, dest, relation) if obj and dest else None
+        m = _STOVE.match(text)
+        if m:
+            knob = next((j for j in scene["joints"] if j.endswith("stove_1_button")), None)
+            return Command(f"turn_{m['state']}", knob) if knob else None
         m = _PICK.match(text)
         if m:
             obj = self.ground_object(m["obj"], scene)
@@ -197,27 +220,30 @@ class SkillVLA:
         closed = width < OPEN_WIDTH - 0.005
         if cmd is None:  # not understood: hold still
             return eef.copy(), 1.0 if closed else -1.0, "idle"
+        if cmd.kind in ("turn_on", "turn_off"):
+            return self._turn_knob(cmd, eef, closed, scene)
         obj = np.asarray(scene["objects"][cmd.obj][:3], dtype=np.float64)
-        grasp_z = obj[2]  # the object's centre; the fingertips reach ~45 mm lower
-        xy_to_obj = np.linalg.norm((obj - eef)[:2])
-        near = xy_to_obj < 0.03 and abs(eef[2] - grasp_z) < 0.04
-        holding = closed and np.linalg.norm(obj - eef) < 0.06
+        lift_dz, rim, _ = grasp_geometry(cmd.obj)
+        grasp = obj + np.array([0.0, rim, lift_dz])  # where the fingers close on it
+        xy_to_obj = np.linalg.norm((grasp - eef)[:2])
+        near = xy_to_obj < 0.03 and abs(eef[2] - grasp[2]) < 0.04
+        holding = closed and np.linalg.norm(grasp - eef) < 0.05
         dest = self._destination(cmd, scene)
         if not holding:
             if dest is not None and self._placed(obj, dest, cmd.relation):
-                return np.array([eef[0], eef[1], max(eef[2], obj[2] + 0.12)]), -1.0, "done"
+                return np.array([eef[0], eef[1], max(eef[2], grasp[2] + 0.12)]), -1.0, "done"
             if closed and not near:  # holding something else, or nothing: let go in place
                 return eef.copy(), -1.0, "release"
-            travel_z = obj[2] + 0.15
+            travel_z = grasp[2] + 0.15
             if xy_to_obj > 0.05:  # far: travel high, so nothing on the way is swept along
                 if eef[2] < travel_z - 0.03:
                     return np.array([eef[0], eef[1], travel_z]), -1.0, "rise"
-                return np.array([obj[0], obj[1], travel_z]), -1.0, "approach"
-            if xy_to_obj > (0.025 if eef[2] < obj[2] + 0.06 else 0.01):
-                hover = np.clip(eef[2], obj[2] + 0.06, travel_z)
-                return np.array([obj[0], obj[1], hover]), -1.0, "align"
-            if eef[2] > grasp_z + 0.012:
-                return np.array([obj[0], obj[1], grasp_z]), -1.0, "descend"
+                return np.array([grasp[0], grasp[1], travel_z]), -1.0, "approach"
+            if xy_to_obj > (0.025 if eef[2] < grasp[2] + 0.06 else 0.01):
+                hover = np.clip(eef[2], grasp[2] + 0.06, travel_z)
+                return np.array([grasp[0], grasp[1], hover]), -1.0, "align"
+            if eef[2] > grasp[2] + 0.012:
+                return grasp, -1.0, "descend"
             return eef.copy(), 1.0, "grasp"
         if dest is None:
             return np.array([eef[0], eef[1], obj[2] + 0.2]), 1.0, "lift"
@@ -232,6 +258,49 @@ class SkillVLA:
         if eef[2] > release_z + 0.01:
             return np.array([dest[0] + offset[0], dest[1] + offset[1], release_z]), 1.0, "lower"
         return eef.copy(), -1.0, "release"
+
+    @staticmethod
+    def _turn_knob(
+        cmd: Command, eef: np.ndarray, closed: bool, scene
+    ) -> tuple[np.ndarray, float, str]:
+        """Push a fin of a vertical-axis dial round an arc with closed fingers.
+
+        The dial's fins sit every 90 degrees at its current angle q; the fingertips go
+        down behind the fin nearest +x and sweep along the circle, always a little ahead
+        of where they are (on: counter-clockwise, off: clockwise), until LIBERO's on/off
+        threshold is passed. Stateless: every phase follows from q and where the hand is.
+        """
+        joint = np.asarray(scene["joints"][cmd.obj], dtype=np.float64)
+        q, center = float(joint[0]), joint[1:]
+        on = cmd.kind == "turn_on"
+        if (on and q >= 0.7) or (not on and q <= 0.0):
+            return np.array([eef[0], eef[1], center[2] + 0.15]), 1.0, "done"
+        if not closed:
+            return eef.copy(), 1.0, "close"
+        sign, radius, push_z = (1.0 if on else -1.0), 0.036, center[2] + 0.055
+        fin = (q + np.pi / 4) % (np.pi / 2) - np.pi / 4  # the fin nearest the +x direction
+        rel = eef[:2] - center[:2]
+        hand = np.arctan2(rel[1], rel[0])
+        behind = sign * (fin - hand)  # > 0: the fingers are behind the fin
+        on_circle = abs(np.linalg.norm(rel) - radius) < 0.012
+        if abs(eef[2] - push_z) < 0.015 and on_circle and -0.15 < behind < 1.0:
+            ahead = hand + sign * 0.45
+            return (
+                np.array(
+                    [*(center[:2] + radius * np.array([np.cos(ahead), np.sin(ahead)])), push_z]
+                ),
+                1.0,
+                "push",
+            )
+        start_angle = fin - sign * 0.6
+        start = np.array(
+            [*(center[:2] + radius * np.array([np.cos(start_angle), np.sin(start_angle)])), push_z]
+        )
+        if abs(eef[2] - push_z) < 0.015 and not (on_circle and behind > 0):
+            return np.array([eef[0], eef[1], push_z + 0.08]), 1.0, "retreat"
+        if np.linalg.norm((start - eef)[:2]) > 0.008:
+            return np.array([start[0], start[1], max(eef[2], push_z + 0.06)]), 1.0, "approach"
+        return start, 1.0, "descend"
 
     @staticmethod
     def _destination(cmd: Command, scene) -> np.ndarray | None:
@@ -256,7 +325,11 @@ class SkillVLA:
         rot = np.clip(2.0 * orientation_error(DOWN, quat), -0.5, 0.5)
         actions = np.zeros((HORIZON, 7), dtype=np.float32)
         for t in range(HORIZON):
-            move = np.clip(self.gain * (target - pos), -1.0, 1.0)
+            error = target - pos
+            move = np.clip(self.gain * error, -1.0, 1.0)
+            speed = np.linalg.norm(move)
+            if 0 < speed < MIN_SPEED and np.linalg.norm(error) > 0.004:
+                move *= MIN_SPEED / speed  # no slow exponential tail near the target
             move += self._rng.normal(0.0, self.action_noise, size=3)
             actions[t, :3] = np.clip(move, -1.0, 1.0)
             actions[t, 3:6] = rot if t == 0 else 0.0

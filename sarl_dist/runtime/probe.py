@@ -1,0 +1,129 @@
+"""`sarl probe`: a fixed prompt sequence (or the task sentence alone) on one task.
+
+It measures what a prompt sequence does with the VLA, without learning: the task
+sentence alone is the zero-shot baseline, a sequence of atomic prompts the testbed's
+upper bound. The VLA is reached exactly as in training (a served skill VLA is served
+here on 127.0.0.1 and reached through the websocket client). With a video directory it
+writes one MP4 per episode of the agentview camera with the active prompt drawn on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from sarl_dist.config import Config
+from sarl_dist.core.prompt_cache import RESET_PROMPT, normalize_prompt
+from sarl_dist.envs import make_env
+from sarl_dist.envs.base import Env
+from sarl_dist.vla import make_server_policy, make_vla
+from sarl_dist.vla.base import ChunkedVLA
+from sarl_dist.vla.server import PolicyServer
+
+VIDEO_EVERY = 4  # low-level steps between video frames (LIBERO runs at 20 Hz)
+
+
+@contextlib.contextmanager
+def vla_for(cfg: Config, seed: int) -> Iterator[ChunkedVLA]:
+    server = None
+    address = None
+    if cfg.vla.kind == "skill":
+        policy, metadata = make_server_policy("skill", cfg)
+        server = PolicyServer(policy, port=0, metadata=metadata).start_background()
+        address = ("127.0.0.1", server.port)
+    try:
+        yield ChunkedVLA(make_vla(cfg, seed, address), cfg.vla.replan_steps, 7)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _label(frame: np.ndarray, text: str) -> np.ndarray:
+    import textwrap
+
+    import cv2
+
+    out = np.ascontiguousarray(frame)
+    lines = textwrap.wrap(text, 48)[:3]
+    cv2.rectangle(out, (0, 0), (out.shape[1], 4 + 13 * len(lines)), (0, 0, 0), -1)
+    for i, line in enumerate(lines):
+        cv2.putText(out, line, (3, 13 + 13 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1)
+    return out
+
+
+class _Recorder:
+    """Wraps env.step to grab a labelled agentview frame every few steps."""
+
+    def __init__(self, env: Env) -> None:
+        self.env, self.frames, self.prompt, self._n = env, [], "", 0
+        self._step = env.step
+
+    def __enter__(self) -> _Recorder:
+        def step(action):
+            self._step(action)
+            self._n += 1
+            if self._n % VIDEO_EVERY == 0:
+                self.frames.append(_label(self.env.observe().scene, self.prompt))
+
+        self.env.step = step
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.env.step
+
+    def save(self, path: Path) -> None:
+        import imageio
+
+        if self.frames:
+            imageio.mimwrite(path, self.frames, fps=20 // VIDEO_EVERY, macro_block_size=1)
+
+
+def probe(cfg: Config, prompts: list[str], episodes: int, video_dir: Path | None = None) -> dict:
+    env = make_env(cfg)
+    sequence = prompts or [env.spec.task] * env.spec.max_decisions
+    if len(sequence) > env.spec.max_decisions:
+        raise ValueError(
+            f"{len(sequence)} prompts do not fit in env.max_decisions={env.spec.max_decisions}"
+        )
+    results = []
+    with vla_for(cfg, cfg.seed) as vla:
+        for episode in range(episodes):
+            start = time.perf_counter()
+            env.reset(episode)
+            recorder = _Recorder(env) if video_dir else contextlib.nullcontext()
+            with recorder:
+                used = 0
+                for prompt in sequence:
+                    if video_dir:
+                        recorder.prompt = prompt
+                    is_reset = normalize_prompt(prompt) == normalize_prompt(RESET_PROMPT)
+                    result = env.run_reset() if is_reset else env.run_prompt(prompt, vla)
+                    used += 1
+                    if result.success:
+                        break
+            if video_dir:
+                video_dir.mkdir(parents=True, exist_ok=True)
+                recorder.save(
+                    video_dir / f"episode{episode:03d}_{'ok' if env.success() else 'fail'}.mp4"
+                )
+            results.append(
+                {
+                    "episode": episode,
+                    "success": env.success(),
+                    "decisions": used,
+                    "seconds": round(time.perf_counter() - start, 2),
+                }
+            )
+    env.close()
+    rate = float(np.mean([r["success"] for r in results]))
+    return {
+        "task": env.spec.task,
+        "prompts": sequence,
+        "episodes": episodes,
+        "success_rate": rate,
+        "results": results,
+    }
