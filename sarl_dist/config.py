@@ -104,7 +104,10 @@ class VLAConfig(_Section):
         0.05, ge=0, description="Skill VLA: std of the noise on its motion commands."
     )
     p_partial: float = Field(
-        0.5, ge=0, le=1, description="Skill VLA: chance a compound prompt runs its first clause."
+        0.5,
+        ge=0,
+        le=1,
+        description="Skill VLA: share of compound prompts that run their first clause.",
     )
 
 

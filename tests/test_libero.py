@@ -209,3 +209,14 @@ def test_sarl_on_libero_through_the_served_skill_vla(tmp_path):
     assert summary["episodes"] == 2 and len(episodes) == 2
     assert all(e["steps"] > 0 and e["vla_seconds"] > 0 for e in episodes)
     assert summary["vlm_calls"] > 0
+
+
+def test_stove_prompts_ground_to_the_knob_and_hand_yaw_helpers():
+    from sarl_dist.vla.geometry import down_quat, hand_yaw
+
+    scene = {**_scene(), "joints": {"flat_stove_1_button": np.array([0.0, -0.19, 0.2, 0.9])}}
+    vla = SkillVLA(seed=0)
+    assert vla.parse("Turn on the stove.", scene) == Command("turn_on", "flat_stove_1_button")
+    assert vla.parse("turn off the stove", scene).kind == "turn_off"
+    for yaw in (-1.2, 0.0, 0.7):
+        assert hand_yaw(down_quat(yaw)) == pytest.approx(yaw)

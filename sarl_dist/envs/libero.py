@@ -193,7 +193,7 @@ class LiberoEnv(Env):
             use_camera_obs=False,
             hard_reset=False,  # a hard reset reloads the whole model: ~3 s per episode
         )
-        self.spec = EnvSpec(self.task.language, cfg.max_decisions, cfg.decision_steps, ACTION_DIM)
+        self.spec = spec(cfg)
         model = self.sim.model
         self._sites = [
             n
@@ -205,11 +205,11 @@ class LiberoEnv(Env):
             for n in (model.joint_id2name(i) for i in range(model.njnt))
             if n
             and not n.startswith(("robot0", "gripper0"))
-            and model.jnt_type[model.joint_name2id(n)] in (2, 3)
+            and model.jnt_type[model.joint_name2id(n)] in (2, 3)  # slide and hinge joints
         ]
         self._obs: dict[str, Any] = {}
         self._success = False
-        self.home = np.zeros(3)
+        self.home, self.home_quat = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])
 
     @property
     def sim(self):

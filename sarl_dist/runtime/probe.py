@@ -28,7 +28,7 @@ VIDEO_EVERY = 4  # low-level steps between video frames (LIBERO runs at 20 Hz)
 
 
 @contextlib.contextmanager
-def vla_for(cfg: Config, seed: int) -> Iterator[ChunkedVLA]:
+def vla_for(cfg: Config, seed: int, action_dim: int) -> Iterator[ChunkedVLA]:
     server = None
     address = None
     if cfg.vla.kind == "skill":
@@ -36,7 +36,7 @@ def vla_for(cfg: Config, seed: int) -> Iterator[ChunkedVLA]:
         server = PolicyServer(policy, port=0, metadata=metadata).start_background()
         address = ("127.0.0.1", server.port)
     try:
-        yield ChunkedVLA(make_vla(cfg, seed, address), cfg.vla.replan_steps, 7)
+        yield ChunkedVLA(make_vla(cfg, seed, address), cfg.vla.replan_steps, action_dim)
     finally:
         if server is not None:
             server.stop()
@@ -90,7 +90,7 @@ def probe(cfg: Config, prompts: list[str], episodes: int, video_dir: Path | None
             f"{len(sequence)} prompts do not fit in env.max_decisions={env.spec.max_decisions}"
         )
     results = []
-    with vla_for(cfg, cfg.seed) as vla:
+    with vla_for(cfg, cfg.seed, env.spec.action_dim) as vla:
         for episode in range(episodes):
             start = time.perf_counter()
             env.reset(episode)

@@ -41,3 +41,14 @@ def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
 def orientation_error(target_quat: np.ndarray, current_quat: np.ndarray) -> np.ndarray:
     """World-frame axis-angle rotation taking the current orientation to the target."""
     return matrix_to_rotvec(quat_to_matrix(target_quat) @ quat_to_matrix(current_quat).T)
+
+
+def down_quat(yaw: float) -> np.ndarray:
+    """The gripper pointing straight down, turned by `yaw` about the world z axis."""
+    return np.array([np.cos(yaw / 2), np.sin(yaw / 2), 0.0, 0.0])
+
+
+def hand_yaw(q: np.ndarray) -> float:
+    """Yaw of a downward-pointing hand: the direction of its x axis in the table plane."""
+    m = quat_to_matrix(q)
+    return float(np.arctan2(m[1, 0], m[0, 0]))

@@ -11,10 +11,12 @@ Its "language model" is a small grammar with a documented failure model
 (docs/skill_vla.md):
 
 - Known templates: "pick up the X and put it in/on the Y", "put/place the X in/on/on top
-  of the Y", "put the X to the left/right of the Y", "pick up the X".
+  of the Y", "put the X to the left/right of the Y", "pick up the X", "turn on/off the
+  stove".
 - Compound or long-horizon prompts (two clauses joined by "and", "both X and Y", "then")
-  collapse into one skill: with probability `p_partial` the first clause (or the first of
-  "both" objects), otherwise a misgrounded single pick-and-place.
+  collapse into one skill, fixed per sentence by a hash: for a fraction `p_partial` of
+  sentences the first clause (or the first of "both" objects), for the others a
+  misgrounded single pick-and-place.
 - Unfamiliar object names are grounded to a scene object chosen by a hash of the words.
 - Gaussian action noise (`action_noise`) makes even known skills fail sometimes.
 
@@ -32,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from sarl_dist.core.prompt_cache import normalize_prompt
-from sarl_dist.vla.geometry import orientation_error
+from sarl_dist.vla.geometry import down_quat, hand_yaw, orientation_error
 
-DOWN = np.array([1.0, 0.0, 0.0, 0.0])  # gripper pointing down (x, y, z, w)
+YAW_OFFSET = np.pi / 2  # fingers close across an aligned object's local x axis (untuned)
+_YAW_PHASES = ("approach", "align", "descend", "grasp", "rise")
 OPEN_WIDTH = 0.079  # finger gap of the fully open Panda gripper (measured 0.080)
 HORIZON = 10
 MIN_SPEED = 0.35  # smallest commanded speed while more than 4 mm from the target
@@ -96,22 +99,31 @@ GRASPS: dict[str, tuple[float, float, bool]] = {
     "white_yellow_mug": (0.11, 0.037, False),
     "red_coffee_mug": (0.11, 0.037, False),
     "akita_black_bowl": (0.075, 0.06, False),
-    "black_book": (0.05, 0.0, True),
+    "black_book": (0.1, 0.0, True),
 }
 
 
+def object_type(key: str) -> str:
+    """LIBERO's object type of a scene key: alphabet_soup_1 -> alphabet_soup."""
+    return re.sub(r"_\d+$", "", key)
+
+
 def grasp_geometry(key: str) -> tuple[float, float, bool]:
-    return GRASPS.get(re.sub(r"_\d+$", "", key), (0.0, 0.0, False))
+    return GRASPS.get(object_type(key), (0.0, 0.0, False))
 
 
 def object_phrases(key: str) -> tuple[str, ...]:
-    base = re.sub(r"_\d+$", "", key)
+    base = object_type(key)
     return (*ALIASES.get(base, ()), base.replace("_", " "))
 
 
+def _unit_hash(words: str) -> float:
+    """A number in [0, 1) fixed by the words."""
+    return int.from_bytes(hashlib.sha256(words.encode()).digest()[:8], "little") / 2**64
+
+
 def _stable_choice(words: str, options: list[str]) -> str:
-    digest = hashlib.sha256(words.encode()).digest()
-    return sorted(options)[digest[0] % len(options)]
+    return sorted(options)[int(_unit_hash(words) * len(options))]
 
 
 class SkillVLA:
@@ -182,12 +194,16 @@ class SkillVLA:
         return None
 
     def _collapse(self, text: str, scene: dict[str, Any]) -> Command | None:
-        """A long-horizon prompt becomes one skill: partial, or misgrounded."""
+        """A long-horizon prompt becomes one skill: partial, or misgrounded.
+
+        Which of the two is fixed per sentence (a hash, like a trained model's consistent
+        misreading), so repeating the sentence never completes its second part.
+        """
         first = re.split(r" and (?=put|place|close|open|turn|pick)|,? then ", text)[0]
         first = re.sub(
             r"\bboth the (.+?) and the .+? (in|on|into|onto) the", r"the \1 \2 the", first
         )
-        if self._rng.random() < self.p_partial:
+        if _unit_hash(text) < self.p_partial:
             return self.parse(first, scene) if not _COMPOUND.search(first) else None
         objects = [k for k in scene["objects"] if not k.startswith(("basket", "plate"))]
         places = list(scene["sites"]) + [
@@ -209,7 +225,9 @@ class SkillVLA:
             )
         command = self.parse(str(obs["prompt"]), scene)
         target, grip, phase = self._target(command, state, scene)
-        actions = self._chunk(state, np.asarray(scene["eef_quat"]), target, grip)
+        hand = np.asarray(scene["eef_quat"], dtype=np.float64)
+        yaw = self._grasp_yaw(command, scene) if phase in _YAW_PHASES else hand_yaw(hand)
+        actions = self._chunk(state, hand, target, grip, yaw)
         return {"actions": actions, "skill_phase": phase}
 
     def _target(
@@ -317,12 +335,21 @@ class SkillVLA:
         """The object rests at the destination: the skill is done, whatever did it."""
         return np.linalg.norm((obj - dest)[:2]) < 0.04 and -0.03 < obj[2] - dest[2] < 0.08
 
+    @staticmethod
+    def _grasp_yaw(cmd: Command | None, scene) -> float:
+        """Hand yaw for grasping: across the object's thin side when it needs aligning."""
+        if cmd is None or cmd.obj not in scene["objects"] or not grasp_geometry(cmd.obj)[2]:
+            return 0.0
+        x, y, z, w = np.asarray(scene["objects"][cmd.obj][3:7], dtype=np.float64)
+        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)) + YAW_OFFSET
+        return (yaw + np.pi / 2) % np.pi - np.pi / 2  # the gripper is symmetric under 180 deg
+
     def _chunk(
-        self, state: np.ndarray, quat: np.ndarray, target: np.ndarray, grip: float
+        self, state: np.ndarray, quat: np.ndarray, target: np.ndarray, grip: float, yaw: float
     ) -> np.ndarray:
         """HORIZON actions toward the target, predicting the arm's progress step by step."""
         pos = state[:3].copy()
-        rot = np.clip(2.0 * orientation_error(DOWN, quat), -0.5, 0.5)
+        rot = np.clip(2.0 * orientation_error(down_quat(yaw), quat), -0.5, 0.5)
         actions = np.zeros((HORIZON, 7), dtype=np.float32)
         for t in range(HORIZON):
             error = target - pos
