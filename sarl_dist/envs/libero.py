@@ -56,6 +56,8 @@ ORACLE_PROMPTS: dict[str, tuple[str, ...]] = {
         "put the yellow and white mug on the right plate",
     ),
     "pick up the book and place it in the back compartment of the caddy": (
+        # the upright book takes the skill more than one 120-step decision
+        "pick up the book and place it in the back compartment of the caddy",
         "pick up the book and place it in the back compartment of the caddy",
     ),
     "put the white mug on the plate and put the chocolate pudding to the right of the plate": (

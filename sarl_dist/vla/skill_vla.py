@@ -92,14 +92,10 @@ class Command:
 
 
 # How the skill grasps an object, by its LIBERO type: height of the grasp above the
-# object's origin, offset along the fingers' closing axis (world y) to pinch a rim or wall
-# instead of spanning a too-wide body, and whether to turn the hand to the object's yaw.
-GRASPS: dict[str, tuple[float, float, bool]] = {
-    "porcelain_mug": (0.11, 0.037, False),
-    "white_yellow_mug": (0.11, 0.037, False),
-    "red_coffee_mug": (0.11, 0.037, False),
-    "akita_black_bowl": (0.075, 0.06, False),
-    "black_book": (0.1, 0.0, True),
+# object's origin, and whether to turn the hand to the object's yaw (an upright book must
+# be pinched across its thickness). Other objects: at the origin, hand square to the table.
+GRASPS: dict[str, tuple[float, bool]] = {
+    "black_book": (0.1, True),
 }
 
 
@@ -108,8 +104,8 @@ def object_type(key: str) -> str:
     return re.sub(r"_\d+$", "", key)
 
 
-def grasp_geometry(key: str) -> tuple[float, float, bool]:
-    return GRASPS.get(object_type(key), (0.0, 0.0, False))
+def grasp_geometry(key: str) -> tuple[float, bool]:
+    return GRASPS.get(object_type(key), (0.0, False))
 
 
 def object_phrases(key: str) -> tuple[str, ...]:
@@ -241,8 +237,7 @@ class SkillVLA:
         if cmd.kind in ("turn_on", "turn_off"):
             return self._turn_knob(cmd, eef, closed, scene)
         obj = np.asarray(scene["objects"][cmd.obj][:3], dtype=np.float64)
-        lift_dz, rim, _ = grasp_geometry(cmd.obj)
-        grasp = obj + np.array([0.0, rim, lift_dz])  # where the fingers close on it
+        grasp = obj + np.array([0.0, 0.0, grasp_geometry(cmd.obj)[0]])  # where fingers close
         xy_to_obj = np.linalg.norm((grasp - eef)[:2])
         near = xy_to_obj < 0.03 and abs(eef[2] - grasp[2]) < 0.04
         holding = closed and np.linalg.norm(grasp - eef) < 0.05
@@ -338,7 +333,7 @@ class SkillVLA:
     @staticmethod
     def _grasp_yaw(cmd: Command | None, scene) -> float:
         """Hand yaw for grasping: across the object's thin side when it needs aligning."""
-        if cmd is None or cmd.obj not in scene["objects"] or not grasp_geometry(cmd.obj)[2]:
+        if cmd is None or cmd.obj not in scene["objects"] or not grasp_geometry(cmd.obj)[1]:
             return 0.0
         x, y, z, w = np.asarray(scene["objects"][cmd.obj][3:7], dtype=np.float64)
         yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)) + YAW_OFFSET
