@@ -243,7 +243,7 @@ class SkillVLA:
         holding = closed and np.linalg.norm(grasp - eef) < 0.05
         dest = self._destination(cmd, scene)
         if not holding:
-            if dest is not None and self._placed(obj, dest, cmd.relation):
+            if dest is not None and self._placed(obj, dest):
                 return np.array([eef[0], eef[1], max(eef[2], grasp[2] + 0.12)]), -1.0, "done"
             if closed and not near:  # holding something else, or nothing: let go in place
                 return eef.copy(), -1.0, "release"
@@ -326,7 +326,7 @@ class SkillVLA:
         return dest
 
     @staticmethod
-    def _placed(obj: np.ndarray, dest: np.ndarray, relation: str) -> bool:
+    def _placed(obj: np.ndarray, dest: np.ndarray) -> bool:
         """The object rests at the destination: the skill is done, whatever did it."""
         return np.linalg.norm((obj - dest)[:2]) < 0.04 and -0.03 < obj[2] - dest[2] < 0.08
 
