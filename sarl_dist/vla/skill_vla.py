@@ -40,7 +40,7 @@ YAW_OFFSET = np.pi / 2  # fingers close across an aligned object's local x axis 
 _YAW_PHASES = ("approach", "align", "descend", "grasp", "rise")
 OPEN_WIDTH = 0.079  # finger gap of the fully open Panda gripper (measured 0.080)
 HORIZON = 10
-MIN_SPEED = 0.35  # smallest commanded speed while more than 4 mm from the target
+MIN_SPEED = 0.5  # smallest commanded speed while more than 4 mm from the target
 
 # Words LIBERO's language uses for an object whose key says otherwise.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -91,11 +91,14 @@ class Command:
     relation: str = "on"  # "in", "on", "left", "right"
 
 
-# How the skill grasps an object, by its LIBERO type: height of the grasp above the
-# object's origin, and whether to turn the hand to the object's yaw (an upright book must
-# be pinched across its thickness). Other objects: at the origin, hand square to the table.
-GRASPS: dict[str, tuple[float, bool]] = {
-    "black_book": (0.1, True),
+# How the skill grasps an object, by its LIBERO type: height of the grasp point above the
+# object's origin; offset along the fingers' closing axis (world y), so a mug too wide to
+# straddle is pinched by its wall; whether to turn the hand to the object's yaw (an
+# upright book is pinched across its thickness). Anything else: at its origin, square.
+GRASPS: dict[str, tuple[float, float, bool]] = {
+    "black_book": (0.1, 0.0, True),
+    "porcelain_mug": (0.09, -0.045, False),
+    "white_yellow_mug": (0.09, -0.045, False),
 }
 
 
@@ -104,8 +107,8 @@ def object_type(key: str) -> str:
     return re.sub(r"_\d+$", "", key)
 
 
-def grasp_geometry(key: str) -> tuple[float, bool]:
-    return GRASPS.get(object_type(key), (0.0, False))
+def grasp_geometry(key: str) -> tuple[float, float, bool]:
+    return GRASPS.get(object_type(key), (0.0, 0.0, False))
 
 
 def object_phrases(key: str) -> tuple[str, ...]:
@@ -237,14 +240,19 @@ class SkillVLA:
         if cmd.kind in ("turn_on", "turn_off"):
             return self._turn_knob(cmd, eef, closed, scene)
         obj = np.asarray(scene["objects"][cmd.obj][:3], dtype=np.float64)
-        grasp = obj + np.array([0.0, 0.0, grasp_geometry(cmd.obj)[0]])  # where fingers close
+        lift, wall, _ = grasp_geometry(cmd.obj)
+        grasp = obj + np.array([0.0, wall, lift])  # where the fingers close
         xy_to_obj = np.linalg.norm((grasp - eef)[:2])
         near = xy_to_obj < 0.03 and abs(eef[2] - grasp[2]) < 0.04
-        holding = closed and np.linalg.norm(grasp - eef) < 0.05
+        settled = np.abs(np.asarray(scene["gripper_qvel"])).max() < 0.02  # fingers stopped
+        gripping = closed and width > 0.004  # something between the fingers
+        holding = gripping and settled and np.linalg.norm(grasp - eef) < 0.05
         dest = self._destination(cmd, scene)
+        if not holding and dest is not None and self._placed(obj, dest):
+            return np.array([eef[0], eef[1], max(eef[2], grasp[2] + 0.12)]), -1.0, "done"
+        if closed and not settled and near:  # still closing on it: keep still
+            return eef.copy(), 1.0, "grasp"
         if not holding:
-            if dest is not None and self._placed(obj, dest):
-                return np.array([eef[0], eef[1], max(eef[2], grasp[2] + 0.12)]), -1.0, "done"
             if closed and not near:  # holding something else, or nothing: let go in place
                 return eef.copy(), -1.0, "release"
             travel_z = grasp[2] + 0.15
@@ -261,7 +269,8 @@ class SkillVLA:
         if dest is None:
             return np.array([eef[0], eef[1], obj[2] + 0.2]), 1.0, "lift"
         offset = eef - obj  # carry the object, not the fingers, over the destination
-        carry_z = dest[2] + 0.18 + offset[2]  # clear the destination's rim with the object
+        clearance = 0.18 if cmd.relation == "in" else 0.12  # containers have rims
+        carry_z = dest[2] + clearance + offset[2]  # the object, not the fingers, clears it
         xy_to_dest = np.linalg.norm((obj - dest)[:2])
         if xy_to_dest > 0.02:
             if eef[2] < carry_z - 0.06 and xy_to_dest > 0.05:
@@ -333,7 +342,7 @@ class SkillVLA:
     @staticmethod
     def _grasp_yaw(cmd: Command | None, scene) -> float:
         """Hand yaw for grasping: across the object's thin side when it needs aligning."""
-        if cmd is None or cmd.obj not in scene["objects"] or not grasp_geometry(cmd.obj)[1]:
+        if cmd is None or cmd.obj not in scene["objects"] or not grasp_geometry(cmd.obj)[2]:
             return 0.0
         x, y, z, w = np.asarray(scene["objects"][cmd.obj][3:7], dtype=np.float64)
         yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)) + YAW_OFFSET
