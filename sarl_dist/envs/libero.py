@@ -183,13 +183,12 @@ class LiberoEnv(Env):
         self.cfg, self.lcfg = cfg, cfg.libero
         self.renderer = configure_rendering(self.lcfg.renderer)
         suite = _suite(cfg)
-        self.task_index = resolve_task(suite, cfg.task)
-        self.task = suite.get_task(self.task_index)
-        self.init_states = suite.get_task_init_states(self.task_index)
+        task_index = resolve_task(suite, cfg.task)
+        self.init_states = suite.get_task_init_states(task_index)
         from libero.libero.envs import OffScreenRenderEnv
 
         self._env = OffScreenRenderEnv(
-            bddl_file_name=suite.get_task_bddl_file_path(self.task_index),
+            bddl_file_name=suite.get_task_bddl_file_path(task_index),
             camera_heights=self.lcfg.camera_size,
             camera_widths=self.lcfg.camera_size,
             use_camera_obs=False,

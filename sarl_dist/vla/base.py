@@ -32,7 +32,6 @@ class ChunkedVLA:
         self.policy, self.replan_steps, self.action_dim = policy, replan_steps, action_dim
         self._queue: deque[np.ndarray] = deque()
         self.infer_seconds = 0.0
-        self.calls = 0
 
     def reset(self) -> None:
         """Drop queued actions: a new prompt must not inherit the old prompt's chunk."""
@@ -45,7 +44,6 @@ class ChunkedVLA:
             start = time.perf_counter()
             reply = self.policy.infer(obs)
             self.infer_seconds += time.perf_counter() - start
-            self.calls += 1
             self._queue.extend(self._check(reply)[: self.replan_steps])
         return self._queue.popleft()
 
