@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -106,8 +105,8 @@ def probe(
 @app.command("serve-vla")
 def serve_vla(
     policy: Annotated[
-        str, typer.Option(help="Which policy to serve: skill_chain.")
-    ] = "skill_chain",
+        str, typer.Option(help="Which policy to serve: skill or skill_chain.")
+    ] = "skill",
     config: Annotated[Path | None, typer.Option(help="Config whose env section it serves.")] = None,
     set_: SetOption = None,
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to expose).")] = "127.0.0.1",
@@ -117,21 +116,18 @@ def serve_vla(
     ] = None,
 ) -> None:
     """Serve a VLA over openpi's websocket protocol (what openpi-client speaks)."""
-    from sarl_dist.vla import make_server_policy
+    from sarl_dist.vla import api_key, make_server_policy
     from sarl_dist.vla.server import PolicyServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    overrides = [*(set_ or []), *([f"vla.api_key_env={api_key_env}"] if api_key_env else [])]
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = load_config(config, overrides)
         served, metadata = make_server_policy(policy, cfg)
+        key = api_key(cfg)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            _fail(f"--api-key-env {api_key_env}: that environment variable is not set")
-    server = PolicyServer(served, host, port, metadata, api_key=api_key)
+    server = PolicyServer(served, host, port, metadata, api_key=key)
     logging.info("serving %s on ws://%s:%d (GET /healthz)", policy, host, port)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

@@ -151,8 +151,8 @@ def resolve_task(suite, task: int | str) -> int:
     raise ConfigError(f"env.task: no task named {task!r} in {suite.name}")
 
 
-def spec(cfg: EnvConfig) -> EnvSpec:
-    suite = _suite(cfg)
+def spec(cfg: EnvConfig, suite=None) -> EnvSpec:
+    suite = suite if suite is not None else _suite(cfg)
     task = suite.get_task(resolve_task(suite, cfg.task))
     return EnvSpec(task.language, cfg.max_decisions, cfg.decision_steps, ACTION_DIM)
 
@@ -194,7 +194,7 @@ class LiberoEnv(Env):
             use_camera_obs=False,
             hard_reset=False,  # a hard reset reloads the whole model: ~3 s per episode
         )
-        self.spec = spec(cfg)
+        self.spec = spec(cfg, suite)
         model = self.sim.model
         self._sites = [
             n

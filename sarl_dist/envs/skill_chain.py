@@ -223,8 +223,7 @@ class SkillChainProposer:
         if any(s is None for s in steps):
             raise ValueError(f"not a skill-chain task: {request.task!r}")
         stage = min(decode_stage(request.image, len(steps)), len(steps) - 1)
-        digest = hashlib.sha256(request.image.tobytes()).digest()
-        rng = np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
+        rng = request.scene_rng(self.seed)
         nxt = SKILLS[steps[stage]]
         helpful = nxt.name if rng.random() < self.cfg.p_helpful else nxt.paraphrase
         others = [request.task, nxt.unfamiliar]
@@ -234,7 +233,4 @@ class SkillChainProposer:
         if stage > 0:
             others.append(SKILLS[inverse(steps[stage - 1])].name)
         pool = [helpful, *(others[i] for i in rng.permutation(len(others)))]
-        if request.frozen:
-            known = {normalize_prompt(p) for p in request.cached_prompts}
-            pool = [p for p in pool if normalize_prompt(p) in known]
-        return pool[: request.n]
+        return request.allowed(pool)[: request.n]

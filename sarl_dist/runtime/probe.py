@@ -20,21 +20,17 @@ from sarl_dist.config import Config
 from sarl_dist.core.prompt_cache import RESET_PROMPT, normalize_prompt
 from sarl_dist.envs import make_env
 from sarl_dist.envs.base import Env
-from sarl_dist.vla import make_server_policy, make_vla
+from sarl_dist.runtime.vla_server import VLAServer
+from sarl_dist.vla import make_vla
 from sarl_dist.vla.base import ChunkedVLA
-from sarl_dist.vla.server import PolicyServer
 
 VIDEO_EVERY = 4  # low-level steps between video frames (LIBERO runs at 20 Hz)
 
 
 @contextlib.contextmanager
 def vla_for(cfg: Config, seed: int, action_dim: int) -> Iterator[ChunkedVLA]:
-    server = None
-    address = None
-    if cfg.vla.kind == "skill":
-        policy, metadata = make_server_policy("skill", cfg)
-        server = PolicyServer(policy, port=0, metadata=metadata).start_background()
-        address = ("127.0.0.1", server.port)
+    server = VLAServer(cfg) if cfg.vla.kind == "skill" else None
+    address = server.address() if server is not None else None
     try:
         yield ChunkedVLA(make_vla(cfg, seed, address), cfg.vla.replan_steps, action_dim)
     finally:

@@ -1,5 +1,6 @@
 """The VLAServer actor: a run that uses the skill VLA serves it itself, over openpi's
-protocol, so workers reach it through the same client code as a pi0.5 server."""
+protocol, so workers reach it through the same client code as a pi0.5 server.
+`sarl probe` uses the same class in process."""
 
 from __future__ import annotations
 
@@ -16,3 +17,6 @@ class VLAServer:
 
     def address(self) -> tuple[str, int]:
         return self.server.host, self.server.port
+
+    def stop(self) -> None:
+        self.server.stop()

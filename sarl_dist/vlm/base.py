@@ -7,10 +7,13 @@ ids. History travels in the request for the VLM-only baseline; SARL leaves it em
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from sarl_dist.core.prompt_cache import normalize_prompt
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,18 @@ class ProposalRequest:
     frozen: bool  # when True, answers must come from cached_prompts
     n: int  # candidates wanted
     history: tuple[HistoryItem, ...] = field(default=())
+
+    def allowed(self, texts: list[str]) -> list[str]:
+        """The texts an answer may contain: all of them, or only cached ones once frozen."""
+        if not self.frozen:
+            return list(texts)
+        known = {normalize_prompt(p) for p in self.cached_prompts}
+        return [t for t in texts if normalize_prompt(t) in known]
+
+    def scene_rng(self, seed: int) -> np.random.Generator:
+        """Randomness fixed by the scene image: the same frame gets the same candidates."""
+        digest = hashlib.sha256(self.image.tobytes()).digest()
+        return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
 
 @runtime_checkable

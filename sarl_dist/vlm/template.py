@@ -15,10 +15,7 @@ Which candidate works at which point is what RL has to learn.
 
 from __future__ import annotations
 
-import hashlib
 import re
-
-import numpy as np
 
 from sarl_dist.core.prompt_cache import normalize_prompt
 from sarl_dist.vlm.base import ProposalRequest
@@ -45,7 +42,7 @@ def decompose(task: str) -> list[str]:
     steps: list[str] = []
     last_place = None
     for clause in clauses:
-        if last_place and re.search(r"\bit$", clause):
+        if last_place:
             clause = re.sub(r"\bit$", f"the {last_place}", clause)
         pm = _PLACE.match(clause)
         if pm:
@@ -80,12 +77,8 @@ class TemplateProposer:
             others += paraphrases + wrong
         if len(steps) > 1:
             others.append(request.task)
-        if request.frozen:
-            known = {normalize_prompt(p) for p in request.cached_prompts}
-            steps = [s for s in steps if normalize_prompt(s) in known]
-            others = [o for o in others if normalize_prompt(o) in known]
-        digest = hashlib.sha256(request.image.tobytes()).digest()
-        rng = np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
+        steps, others = request.allowed(steps), request.allowed(others)
+        rng = request.scene_rng(self.seed)
         head = steps[: max(1, request.n - 1)]
         rest = [others[i] for i in rng.permutation(len(others))]
         return (head + rest)[: request.n]
