@@ -11,6 +11,7 @@ runtime row is compared with a plain single-process loop measured in the same ru
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
 import time
@@ -55,6 +56,7 @@ def plain_loop(cfg: Config, decisions: int) -> float:
     env = make_env(cfg)
     vla = ChunkedVLA(make_vla(cfg, 0), cfg.vla.replan_steps, env.spec.action_dim)
     vlm = VLMService(cfg, env.spec.task)
+    loop = asyncio.new_event_loop()  # the service is an asyncio actor; here it runs in process
     q = build_q(cfg.cache.capacity, cfg.q).eval()
     rng = np.random.default_rng(0)
     done, episode, start = 0, 0, time.perf_counter()
@@ -63,7 +65,7 @@ def plain_loop(cfg: Config, decisions: int) -> float:
         episode += 1
         for _ in range(env.spec.max_decisions):
             obs = env.observe()
-            ids, texts = vlm.propose(obs.scene)
+            ids, texts = loop.run_until_complete(vlm.propose(obs.scene))
             with torch.no_grad():
                 values = q(torch.from_numpy(obs.image[None]), torch.from_numpy(obs.proprio[None]))
             pick = softmax_choice(values.mean(0)[0].numpy(), np.asarray(ids), 0.1, rng)

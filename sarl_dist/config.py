@@ -111,11 +111,84 @@ class VLAConfig(_Section):
     )
 
 
+class GeminiConfig(_Section):
+    """Gemini through google-genai; the key comes only from GEMINI_API_KEY or GOOGLE_API_KEY."""
+
+    model: str = Field("gemini-3-flash-preview", description="Model name (SARL's).")
+    base_url: str | None = Field(
+        None, description="Endpoint override (a proxy, a test server); None: Google's."
+    )
+    api_version: str | None = Field(
+        None, description="API version in the route (v1, v1beta); None: the SDK's default."
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature; None: the model's default."
+    )
+    thinking_level: Literal["minimal", "low", "medium", "high"] | None = Field(
+        None, description="Gemini 3 thinking depth; None: the model's default."
+    )
+    usd_per_mtok_in: float = Field(
+        0.5, ge=0, description="Price per million input tokens, for the cost estimate only."
+    )
+    usd_per_mtok_out: float = Field(
+        3.0, ge=0, description="Price per million output (and thinking) tokens, likewise."
+    )
+
+
+class OpenAICompatConfig(_Section):
+    """Any OpenAI-compatible chat endpoint serving a vision-language model (vLLM, Ollama)."""
+
+    model: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="Model name the server knows.")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="The server's /v1 URL.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the key; None: a local server, no key."
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature; None: the server's default."
+    )
+    usd_per_mtok_in: float = Field(0.0, ge=0, description="Price per million input tokens.")
+    usd_per_mtok_out: float = Field(0.0, ge=0, description="Price per million output tokens.")
+
+
 class VLMConfig(_Section):
-    backend: Literal["skill_chain", "template"] = Field(
-        "skill_chain", description="Proposer: the test bed's, or templates from the task text."
+    """Who proposes candidate prompts, and how the VLMService talks to a remote VLM."""
+
+    backend: Literal["skill_chain", "template", "gemini", "openai"] = Field(
+        "skill_chain",
+        description="Proposer: the test bed's, templates from task and scene (offline), "
+        "Gemini, or an OpenAI-compatible server.",
     )
     candidates: int = Field(4, ge=1, description="Candidate prompts per query (4 in sim).")
+    timeout: float = Field(30.0, gt=0, description="Seconds one HTTP attempt may take.")
+    attempts: int = Field(
+        4, ge=1, description="HTTP attempts per query (retries on 408, 429, 5xx and timeouts)."
+    )
+    retry_delay: float = Field(
+        1.0, ge=0, description="Seconds before the first retry; doubles after each, plus jitter."
+    )
+    retry_max_delay: float = Field(16.0, ge=0, description="Longest wait between two attempts.")
+    deadline: float = Field(
+        90.0, gt=0, description="Seconds a query may take in all; then candidates come from cache."
+    )
+    concurrency: int = Field(8, ge=1, description="Backend calls in flight at once.")
+    batch_window: float = Field(
+        0.02, ge=0, description="Seconds a remote batch gathers requests before it is sent."
+    )
+    response_store: str | None = Field(
+        None,
+        description="Answer store shared across runs (JSON lines); None: the run directory's.",
+    )
+    gemini: GeminiConfig = GeminiConfig()
+    openai: OpenAICompatConfig = OpenAICompatConfig()
+
+    @model_validator(mode="after")
+    def _deadline_covers_an_attempt(self) -> VLMConfig:
+        if self.deadline < self.timeout:
+            raise ValueError(
+                f"vlm.deadline={self.deadline} is shorter than one attempt "
+                f"(vlm.timeout={self.timeout})"
+            )
+        return self
 
 
 class PromptCacheConfig(_Section):
@@ -170,6 +243,12 @@ class LearnerConfig(_Section):
 class RuntimeConfig(_Section):
     num_workers: int = Field(2, ge=1, description="EnvWorker actors.")
     worker_cpus: float = Field(0.5, gt=0, description="Ray CPUs each EnvWorker declares.")
+    worker_gpus: float = Field(
+        0.0,
+        ge=0,
+        description="Ray GPUs each EnvWorker declares (a fraction shares one GPU): set it when "
+        "workers render with EGL on GPU nodes, so Ray places them there and counts their share.",
+    )
     learner_cpus: float = Field(0.5, gt=0)
     vlm_cpus: float = Field(0.25, gt=0)
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(

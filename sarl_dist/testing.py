@@ -1,10 +1,20 @@
-"""Shared helpers for tests and benchmarks: small configs and hand-made transitions.
+"""Shared helpers for tests and benchmarks: small configs, hand-made transitions and a
+local VLM server that speaks Gemini's and OpenAI's HTTP APIs.
 
 Nothing here is used by the product path.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import http.server
+import io
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,3 +65,192 @@ def make_batch(
         next_proprio=np.zeros((n, 8), np.float32),
         next_mask=mask,
     )
+
+
+@dataclass(frozen=True)
+class FakeReply:
+    """One scripted answer of FakeVLMServer (a real HTTP answer, not a mocked client)."""
+
+    status: int = 200
+    text: str | None = None  # the model's text; None sends a candidate with no content
+    finish_reason: str = "STOP"
+    delay: float = 0.0  # seconds to wait before answering (latency, or a timeout)
+    tokens: tuple[int, int] = (300, 40)  # usage metadata: prompt and output tokens
+
+    @classmethod
+    def json(cls, answer: Any, delay: float = 0.0) -> FakeReply:
+        return cls(text=json.dumps(answer), delay=delay)
+
+    @classmethod
+    def error(cls, status: int) -> FakeReply:
+        return cls(status=status)
+
+
+@dataclass
+class FakeCall:
+    """What one request carried, decoded as the server saw it."""
+
+    route: str  # "gemini" or "openai"
+    version: str  # API version in the path (v1, v1beta, ...)
+    model: str
+    api_key: str | None
+    system: str
+    text: str  # every text part of the user turn, joined
+    images: list[np.ndarray]
+    config: dict[str, Any]  # Gemini's generationConfig, or OpenAI's top-level options
+
+
+_GEMINI_ROUTE = re.compile(r"^/(?P<version>[^/]+)/models/(?P<model>[^/:]+):generateContent$")
+_OPENAI_ROUTE = re.compile(r"^/(?P<version>[^/]+)/chat/completions$")
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+class _Listener(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops concurrent connects (1 s SYN retry)
+
+
+class FakeVLMServer:
+    """A local VLM endpoint on 127.0.0.1 for tests and benchmarks.
+
+    It answers Gemini's generateContent route under any API version (v1, v1beta) and
+    OpenAI's chat completions route, decodes the images as the real services do (URL-safe
+    base64 inline data; base64 data URLs) and replies from a script: `script(i, call)`
+    gives the reply to the i-th request. The real SDKs talk to it over HTTP, so retries,
+    timeouts and parsing are exercised exactly as against the real service.
+    """
+
+    def __init__(self, script: Callable[[int, FakeCall], FakeReply]) -> None:
+        self.script = script
+        self.calls: list[FakeCall] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd = _Listener(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> FakeVLMServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _record(self, path: str, body: dict, headers) -> FakeCall | None:
+        if m := _GEMINI_ROUTE.match(path):
+            user = body["contents"][-1]["parts"]
+            return FakeCall(
+                route="gemini",
+                version=m["version"],
+                model=m["model"],
+                api_key=headers.get("x-goog-api-key"),
+                system=" ".join(p["text"] for p in body["systemInstruction"]["parts"]),
+                text=" ".join(p["text"] for p in user if "text" in p),
+                images=[
+                    _decode_png(base64.urlsafe_b64decode(p["inlineData"]["data"]))
+                    for p in user
+                    if "inlineData" in p
+                ],
+                config=body.get("generationConfig", {}),
+            )
+        if m := _OPENAI_ROUTE.match(path):
+            system, user = body["messages"][0], body["messages"][-1]["content"]
+            urls = [p["image_url"]["url"] for p in user if p["type"] == "image_url"]
+            return FakeCall(
+                route="openai",
+                version=m["version"],
+                model=body["model"],
+                api_key=headers.get("authorization", "").removeprefix("Bearer ") or None,
+                system=system["content"],
+                text=" ".join(p["text"] for p in user if p["type"] == "text"),
+                images=[_decode_png(base64.b64decode(u.partition(",")[2])) for u in urls],
+                config={k: v for k, v in body.items() if k not in ("messages", "model")},
+            )
+        return None
+
+    def _reply(self, call: FakeCall, reply: FakeReply) -> dict:
+        if reply.status != 200:
+            return {"error": {"code": reply.status, "message": "scripted error", "status": "ERR"}}
+        if call.route == "gemini":
+            candidate: dict[str, Any] = {"index": 0, "finishReason": reply.finish_reason}
+            if reply.text is not None:
+                candidate["content"] = {"role": "model", "parts": [{"text": reply.text}]}
+            return {
+                "candidates": [candidate],
+                "usageMetadata": {
+                    "promptTokenCount": reply.tokens[0],
+                    "candidatesTokenCount": reply.tokens[1],
+                    "totalTokenCount": sum(reply.tokens),
+                },
+                "modelVersion": call.model,
+            }
+        finish = {"STOP": "stop", "SAFETY": "content_filter"}.get(reply.finish_reason, "stop")
+        return {
+            "id": "fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": call.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": reply.tokens[0],
+                "completion_tokens": reply.tokens[1],
+                "total_tokens": sum(reply.tokens),
+            },
+        }
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                """Quiet: tests read server.calls instead."""
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                call = server._record(self.path.partition("?")[0], body, self.headers)
+                if call is None:
+                    self._send(404, {"error": {"code": 404, "message": f"no route {self.path}"}})
+                    return
+                with server._lock:
+                    index = len(server.calls)
+                    server.calls.append(call)
+                reply = server.script(index, call)
+                if server._stop.wait(reply.delay):
+                    return
+                self._send(reply.status, server._reply(call, reply))
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                with contextlib.suppress(OSError):  # the client may have timed out and gone
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    if status != 200:  # as OpenAI's servers do; google-genai ignores it
+                        self.send_header("retry-after-ms", "10")
+                    self.end_headers()
+                    self.wfile.write(data)
+
+        return Handler
+
+
+def scripted(*replies: FakeReply) -> Callable[[int, FakeCall], FakeReply]:
+    """Replies in order; the last one repeats forever."""
+    return lambda i, _call: replies[min(i, len(replies) - 1)]

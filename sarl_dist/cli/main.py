@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -41,6 +42,7 @@ def train(
     from sarl_dist.envs import env_spec
     from sarl_dist.runtime.driver import RunError, run_training
     from sarl_dist.runtime.rundir import RunDir
+    from sarl_dist.vlm import make_proposer
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -49,11 +51,13 @@ def train(
             run = RunDir.open(resume, cfg)
             cfg = run.cfg
             env_spec(cfg)
+            make_proposer(cfg)
         else:
             if config is None:
                 _fail("give a CONFIG file (or --resume DIR)")
             cfg = load_config(config, set_ or [])
             env_spec(cfg)  # an unknown task stops here, before anything starts
+            make_proposer(cfg)  # so does a remote VLM without its API key
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = out or Path("runs") / f"{cfg.env.kind}-{cfg.method}-s{cfg.seed}-{stamp}"
             run = RunDir.create(out, cfg)
@@ -78,7 +82,9 @@ def probe(
     ] = None,
     suite: Annotated[str, typer.Option(help="LIBERO suite.")] = "libero_10",
     task: Annotated[str, typer.Option(help="Task index or name.")] = "0",
-    episodes: Annotated[int, typer.Option(help="Episodes (init states 0..N-1).")] = 20,
+    episodes: Annotated[
+        int, typer.Option(help="Episodes, seeded 0..N-1 (each draws a fixed init state).")
+    ] = 20,
     video: Annotated[Path | None, typer.Option(help="Write one MP4 per episode here.")] = None,
     config: Annotated[
         Path | None, typer.Option(help="Base config (default: libero10.yaml).")
@@ -131,6 +137,68 @@ def serve_vla(
     logging.info("serving %s on ws://%s:%d (GET /healthz)", policy, host, port)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+
+
+@app.command()
+def propose(
+    task: Annotated[str, typer.Option(help="The task sentence.")],
+    image: Annotated[Path, typer.Option(help="The scene (PNG or JPEG), as the VLM will see it.")],
+    backend: Annotated[str, typer.Option(help="template, gemini or openai.")] = "gemini",
+    base_url: Annotated[
+        str | None, typer.Option(help="Endpoint override (a proxy, a local server).")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="A prompt_cache.json (from a checkpoint); a full one is chosen from."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Config whose vlm and env to use.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Ask a proposer once and print its candidates as JSON (prompt work, checking a key)."""
+    import asyncio
+
+    import numpy as np
+    from PIL import Image
+
+    from sarl_dist.core.prompt_cache import PromptCache
+    from sarl_dist.vlm import REMOTE, ask, make_proposer
+    from sarl_dist.vlm.base import ProposalError, ProposalRequest
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    overrides = [f"vlm.backend={backend}", *(set_ or [])]
+    if base_url is not None:
+        if backend not in REMOTE:
+            _fail(f"--base-url applies to {' and '.join(REMOTE)}, not to {backend}")
+        overrides.append(f"vlm.{backend}.base_url={base_url}")
+    try:
+        cfg = load_config(config, overrides)
+        prompts = PromptCache.load(cache) if cache else PromptCache(cfg.cache.capacity, [task])
+        pixels = np.asarray(Image.open(image).convert("RGB"))
+        with contextlib.redirect_stdout(sys.stderr):  # LIBERO prints to stdout; ours is JSON
+            proposer = make_proposer(cfg)
+    except (ConfigError, ValueError, KeyError, OSError) as exc:
+        _fail(str(exc))
+    request = ProposalRequest(
+        task, pixels, tuple(prompts.texts), prompts.frozen, cfg.vlm.candidates
+    )
+    start = time.perf_counter()
+    try:
+        answer = asyncio.run(ask(proposer, request))
+    except ProposalError as exc:
+        _fail(str(exc), code=1)
+    section = getattr(cfg.vlm, backend, None)
+    out = {
+        "backend": backend,
+        "model": section.model if section is not None else None,
+        "frozen_cache": prompts.frozen,
+        "candidates": [{"id": prompts.lookup(t), "prompt": t} for t in answer.prompts],
+        "repaired": answer.repaired,
+        "rejected": answer.rejected,
+        "tokens_in": answer.tokens_in,
+        "tokens_out": answer.tokens_out,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    typer.echo(json.dumps(out, indent=1))
 
 
 @app.command("show-config")

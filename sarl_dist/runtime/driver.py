@@ -29,11 +29,12 @@ from sarl_dist.runtime.learner import Learner
 from sarl_dist.runtime.progress import Progress
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vla_server import VLAServer
-from sarl_dist.runtime.vlm_service import VLMService
+from sarl_dist.runtime.vlm_service import VLMService, append_responses, load_responses
 from sarl_dist.runtime.worker import EnvWorker
 
 PLACEMENT_TIMEOUT_S = 120.0
 CACHE_FILE, DRIVER_FILE = "prompt_cache.json", "driver.json"
+RESPONSES_FILE = "vlm_responses.jsonl"  # the VLM's answers, so a resumed run does not pay again
 
 
 class RunError(RuntimeError):
@@ -75,11 +76,14 @@ class Driver:
         self._staleness: list[int] = []
         self._decisions = 0
         self._train_seconds = 0.0
+        store = cfg.vlm.response_store
+        self.responses = Path(store) if store else run.path / RESPONSES_FILE
 
     # ---------------------------------------------------------------- start-up
-    def _options(self, bundle: int, cpus: float) -> dict:
+    def _options(self, bundle: int, cpus: float, gpus: float = 0.0) -> dict:
         return {
             "num_cpus": cpus,
+            "num_gpus": gpus,
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 placement_group=self._pg, placement_group_bundle_index=bundle
             ),
@@ -88,7 +92,8 @@ class Driver:
     def start(self, resume_from: Path | None) -> None:
         rt = self.cfg.runtime
         bundles = [{"CPU": rt.learner_cpus}, {"CPU": rt.vlm_cpus}]
-        bundles += [{"CPU": rt.worker_cpus}] * rt.num_workers
+        worker = {"CPU": rt.worker_cpus} | ({"GPU": rt.worker_gpus} if rt.worker_gpus else {})
+        bundles += [worker] * rt.num_workers
         serves_vla = self.cfg.vla.kind == "skill"
         if serves_vla:
             bundles.append({"CPU": self.cfg.vla.server_cpus})
@@ -102,6 +107,12 @@ class Driver:
                 f"the cluster could not place this run's actors within {PLACEMENT_TIMEOUT_S:.0f}s "
                 f"({need:g} CPUs in {len(bundles)} bundles, strategy {rt.placement}); "
                 f"available: {ray.available_resources().get('CPU', 0):g} CPUs"
+                + (
+                    f", {ray.available_resources().get('GPU', 0):g} GPUs (workers declare "
+                    f"{rt.worker_gpus:g} each)"
+                    if rt.worker_gpus
+                    else ""
+                )
             )
         cache_state = None
         if resume_from is not None:
@@ -112,7 +123,7 @@ class Driver:
         self.vlm = (
             ray.remote(VLMService)
             .options(**self._options(1, rt.vlm_cpus))
-            .remote(self.cfg, self.spec.task, cache_state)
+            .remote(self.cfg, self.spec.task, cache_state, load_responses(self.responses))
         )
         self._actors = [self.learner, self.vlm]
         if resume_from is not None:
@@ -129,7 +140,7 @@ class Driver:
         texts = ray.get(self.vlm.prompt_texts.remote())
         worker_cls = ray.remote(EnvWorker)
         self.workers = [
-            worker_cls.options(**self._options(2 + i, rt.worker_cpus)).remote(
+            worker_cls.options(**self._options(2 + i, rt.worker_cpus, rt.worker_gpus)).remote(
                 self.cfg, i, self.learner, self.vlm, texts, vla_address
             )
             for i in range(rt.num_workers)
@@ -174,6 +185,7 @@ class Driver:
             self._staleness += summary["staleness_updates"]
             self._decisions += summary["decisions"]
             learner = self._learner_stats()
+            vlm = self._save_responses()
             self.run.log_scalars(
                 summary["episode"],
                 {
@@ -182,9 +194,13 @@ class Driver:
                     "learner/replay_size": learner["replay_size"],
                     "worker/staleness_updates": max(summary["staleness_updates"]),
                     "worker/overhead_ms": float(np.median(summary["overhead_ms"])),
+                    "vlm/calls": vlm["calls"],
+                    "vlm/cache_hits": vlm["cache_hits"],
+                    "vlm/fallbacks": vlm["fallbacks"],
+                    "vlm/latency_ms_p95": vlm["latency_ms_p95"],
                 },
             )
-            self.progress.episode(summary, learner)
+            self.progress.episode(summary, learner, vlm)
 
         start_time = time.perf_counter()
         self._run_episodes(jobs, greedy=False, on_done=commit)
@@ -192,6 +208,12 @@ class Driver:
 
     def _learner_stats(self) -> dict:
         return ray.get(self.learner.stats.remote())
+
+    def _save_responses(self) -> dict:
+        """Append the VLM's new answers to the store; the VLM meters as they stand."""
+        fresh, stats = ray.get([self.vlm.drain_responses.remote(), self.vlm.stats.remote()])
+        append_responses(self.responses, fresh)
+        return stats
 
     def evaluate(self) -> float:
         start = time.perf_counter()
@@ -217,6 +239,7 @@ class Driver:
         directory = self.run.checkpoint_dir(self.state.episodes)
         ray.get(self.learner.save.remote(str(directory)))
         PromptCache.from_state(ray.get(self.vlm.cache_state.remote())).save(directory / CACHE_FILE)
+        self._save_responses()
         ckpt.write_atomic(directory / DRIVER_FILE, json.dumps(vars(self.state)).encode())
         ckpt.seal(directory, {"episodes": self.state.episodes})
         ckpt.prune(directory.parent, keep=2)
@@ -251,7 +274,7 @@ class Driver:
 
     def summary(self) -> dict:
         learner = ray.get(self.learner.wait_idle.remote())
-        vlm = ray.get(self.vlm.stats.remote())
+        vlm = self._save_responses()
         overhead = np.asarray(self._overhead or [float("nan")])
         staleness = np.asarray(self._staleness or [0])
         curve = self.state.eval_curve

@@ -37,7 +37,7 @@ class Progress:
         self.done = done
         self._print(f"resumed at episode {done}/{self.total}")
 
-    def episode(self, summary: dict, learner: dict) -> None:
+    def episode(self, summary: dict, learner: dict, vlm: dict) -> None:
         self.done += 1
         self.recent.append(bool(summary["success"]))
         if self._updates0 is None:
@@ -46,7 +46,9 @@ class Progress:
         stats = (
             f"success(last {len(self.recent)}) {sum(self.recent) / len(self.recent):.2f}  "
             f"updates {learner['updates']} ({rate:.1f}/s)  "
-            f"policy v{learner['version']}  replay {learner['replay_size']}"
+            f"policy v{learner['version']}  replay {learner['replay_size']}  "
+            f"vlm calls {vlm['calls']} hits {vlm['cache_hits']} merged {vlm['merged']} "
+            f"fallbacks {vlm['fallbacks']}"
         )
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done, stats=stats)

@@ -5,6 +5,7 @@ episodes.jsonl    one line per committed training episode
 evals.jsonl       one line per evaluation point
 tb/               TensorBoard events
 checkpoints/      sealed checkpoints (see runtime/checkpoint.py)
+vlm_responses.jsonl  the VLM's answers by request key (runtime/vlm_service.py)
 learning_curve.png, summary.json
 """
 

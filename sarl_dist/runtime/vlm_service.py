@@ -1,23 +1,42 @@
 """The VLMService actor: one per run, the only owner of the prompt cache.
 
 Every worker asks it for candidates, so a prompt's id is assigned once, here, and means
-the same text on every worker. It never lets a proposer failure stop a run: a failed
-or empty answer falls back to what the cache already holds (counted as a fallback).
+the same text on every worker. It is an asyncio actor, so many queries are in flight at
+once:
+
+- a request whose answer is cached (in memory, and in the run's answer store on disk)
+  costs nothing; the key is (task, image digest, the cache state the request shows,
+  n, history, backend identity);
+- a request identical to one in flight waits for that one (merged);
+- remote requests arriving within `vlm.batch_window` are released together and sent
+  concurrently, at most `vlm.concurrency` at a time; offline proposers answer at once.
+
+It never lets a proposer failure stop a run: a query that fails after its retries, times
+out, or returns a malformed or safety-blocked answer is logged with its reason, counted
+by kind, and answered from the prompt cache (counted as a fallback). Failures are not
+cached, so the next query for that scene asks again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import logging
+import os
 import time
+from collections import Counter, deque
+from pathlib import Path
 
 import numpy as np
 
 from sarl_dist.config import Config
 from sarl_dist.core.prompt_cache import RESET_ID, PromptCache
-from sarl_dist.vlm import make_proposer
-from sarl_dist.vlm.base import HistoryItem, ProposalRequest
+from sarl_dist.vlm import REMOTE, ask, identity, make_proposer
+from sarl_dist.vlm.base import HistoryItem, ProposalError, ProposalRequest, image_digest
 
 log = logging.getLogger(__name__)
+LATENCY_WINDOW = 10_000  # latency percentiles are over the most recent backend calls
 
 
 def new_cache(cfg: Config, task: str) -> PromptCache:
@@ -25,8 +44,53 @@ def new_cache(cfg: Config, task: str) -> PromptCache:
     return PromptCache(cfg.cache.capacity, seeds)
 
 
+def response_key(request: ProposalRequest, backend: str) -> str:
+    """What an answer depends on. An open cache is not shown to the VLM, so it is not part
+    of the key; a frozen one is listed in the request, so its contents are."""
+    shown = "\n".join(request.cached_prompts) if request.frozen else "open"
+    payload = {
+        "task": request.task,
+        "image": image_digest(request.image),
+        "cache": hashlib.sha256(shown.encode()).hexdigest()[:16],
+        "n": request.n,
+        "history": [[h.prompt, image_digest(h.image)] for h in request.history],
+        "backend": backend,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def load_responses(path: Path) -> list[dict]:
+    """The answer store's entries; a line torn by a crash is skipped."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s: skipping a torn line", path)
+            continue
+        entries.append(entry)
+    return entries
+
+
+def append_responses(path: Path, entries: list[dict]) -> None:
+    if entries:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write("".join(json.dumps(e) + "\n" for e in entries))
+            f.flush()
+            os.fsync(f.fileno())
+
+
 class VLMService:
-    def __init__(self, cfg: Config, task: str, cache_state: dict | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        task: str,
+        cache_state: dict | None = None,
+        responses: list[dict] | None = None,
+    ) -> None:
         self.cfg, self.task = cfg, task
         self.cache = PromptCache.from_state(cache_state) if cache_state else new_cache(cfg, task)
         if self.cache.capacity != cfg.cache.capacity:
@@ -34,9 +98,19 @@ class VLMService:
                 f"cache.capacity={cfg.cache.capacity} but the saved cache has {self.cache.capacity}"
             )
         self.proposer = make_proposer(cfg)
-        self.meters = {"calls": 0, "fallbacks": 0, "rejected": 0, "errors": 0, "seconds": 0.0}
+        self.remote = cfg.vlm.backend in REMOTE
+        self.backend = json.dumps(identity(cfg), sort_keys=True)
+        self.window = cfg.vlm.batch_window if self.remote else 0.0
+        self._answers = {e["key"]: tuple(e["prompts"]) for e in responses or ()}
+        self._fresh: list[dict] = []
+        self._inflight: dict[str, asyncio.Future] = {}
+        self._slots = asyncio.Semaphore(cfg.vlm.concurrency)
+        self._gate: asyncio.Future | None = None
+        self.meters = Counter()
+        self.errors: Counter[str] = Counter()
+        self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
 
-    def propose(
+    async def propose(
         self, image: np.ndarray, history: tuple[HistoryItem, ...] = ()
     ) -> tuple[list[int], list[str]]:
         """Candidate ids A(s) for this scene, with their texts."""
@@ -48,19 +122,71 @@ class VLMService:
             n=self.cfg.vlm.candidates,
             history=history,
         )
-        start = time.perf_counter()
-        self.meters["calls"] += 1
-        try:
-            answers = self.proposer.propose(request)
-        except Exception as exc:  # a proposer failure must not end the run
-            log.warning(
-                "proposer failed (%s: %s); falling back to the cache", type(exc).__name__, exc
-            )
-            self.meters["errors"] += 1
-            answers = []
-        self.meters["seconds"] += time.perf_counter() - start
+        self.meters["requests"] += 1
+        key = response_key(request, self.backend)
+        prompts = self._answers.get(key)
+        if prompts is not None:
+            self.meters["cache_hits"] += 1
+        else:
+            query = self._inflight.get(key)
+            if query is None:
+                query = asyncio.ensure_future(self._query(key, request))
+                self._inflight[key] = query
+                query.add_done_callback(lambda _: self._inflight.pop(key, None))
+            else:
+                self.meters["merged"] += 1
+            prompts = await asyncio.shield(query)
+        return self._ids(request, prompts)
+
+    async def _join_batch(self) -> None:
+        """Wait for the current batch to be released (the first request opens one)."""
+        if self._gate is None or self._gate.done():
+            loop = asyncio.get_running_loop()
+            self._gate = loop.create_future()
+            loop.call_later(self.window, self._gate.set_result, None)
+            self.meters["batches"] += 1
+        await asyncio.shield(self._gate)
+
+    async def _query(self, key: str, request: ProposalRequest) -> tuple[str, ...]:
+        """The backend's answer, or () when it failed (then the caller falls back)."""
+        if self.window > 0:
+            await self._join_batch()
+        async with self._slots:
+            self.meters["calls"] += 1
+            start = time.perf_counter()
+            try:
+                answer = await ask(self.proposer, request)
+            except ProposalError as exc:
+                self._failed(exc.kind, exc, exc.tokens)
+                return ()
+            except Exception as exc:  # an offline proposer's bug must not end the run
+                self._failed("other", exc)
+                return ()
+            finally:
+                self._latency.append(time.perf_counter() - start)
+        self.meters["tokens_in"] += answer.tokens_in
+        self.meters["tokens_out"] += answer.tokens_out
+        self.meters["repaired"] += answer.repaired
+        self.meters["rejected"] += answer.rejected
+        if answer.prompts:
+            self._answers[key] = answer.prompts
+            self._fresh.append({"key": key, "prompts": list(answer.prompts)})
+        return answer.prompts
+
+    def _failed(self, kind: str, exc: Exception, tokens: tuple[int, int] = (0, 0)) -> None:
+        self.errors[kind] += 1
+        self.meters["tokens_in"] += tokens[0]
+        self.meters["tokens_out"] += tokens[1]
+        log.warning("VLM query failed (%s); candidates come from the prompt cache", exc)
+
+    def _ids(self, request: ProposalRequest, prompts: tuple[str, ...]) -> tuple[list, list]:
+        if not prompts:
+            self.meters["fallbacks"] += 1
+            cached = request.cached_prompts[RESET_ID + 1 :]
+            order = request.scene_rng(self.cfg.seed).permutation(len(cached))
+            prompts = tuple(cached[i] for i in order[: request.n])
         ids: list[int] = []
-        for text in answers:
+        for text in prompts:
             try:
                 pid = self.cache.add(text)
             except (TypeError, ValueError) as exc:
@@ -70,10 +196,6 @@ class VLMService:
                 self.meters["rejected"] += 1
             elif pid not in ids and pid != RESET_ID:
                 ids.append(pid)
-        if not ids:
-            self.meters["fallbacks"] += 1
-            task_id = self.cache.lookup(self.task)
-            ids = [task_id] if task_id is not None else []
         if self.cfg.cache.include_reset or not ids:
             ids.append(RESET_ID)
         return ids, [self.cache.text(i) for i in ids]
@@ -84,5 +206,32 @@ class VLMService:
     def cache_state(self) -> dict:
         return self.cache.state()
 
+    def drain_responses(self) -> list[dict]:
+        """Answers not yet handed out for saving (the driver appends them to the store)."""
+        fresh, self._fresh = self._fresh, []
+        return fresh
+
     def stats(self) -> dict:
-        return {**self.meters, "cache_size": len(self.cache), "cache_frozen": self.cache.frozen}
+        latency = np.asarray(self._latency or [float("nan")]) * 1e3
+        section = getattr(self.cfg.vlm, self.cfg.vlm.backend, None)
+        cost = 0.0
+        if section is not None:
+            cost = (
+                self.meters["tokens_in"] * section.usd_per_mtok_in
+                + self.meters["tokens_out"] * section.usd_per_mtok_out
+            ) / 1e6
+        counts = ("requests", "calls", "cache_hits", "merged", "fallbacks", "rejected")
+        return {
+            "backend": self.cfg.vlm.backend,
+            **{k: self.meters[k] for k in counts},
+            "repaired": self.meters["repaired"],
+            "errors": dict(self.errors),
+            "tokens_in": self.meters["tokens_in"],
+            "tokens_out": self.meters["tokens_out"],
+            "cost_usd": cost,
+            "latency_ms_p50": float(np.percentile(latency, 50)),
+            "latency_ms_p95": float(np.percentile(latency, 95)),
+            "batches": self.meters["batches"],
+            "cache_size": len(self.cache),
+            "cache_frozen": self.cache.frozen,
+        }

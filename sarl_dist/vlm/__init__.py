@@ -1,18 +1,65 @@
-"""Candidate-prompt proposers behind one interface (vlm.base.Proposer), built from the config."""
+"""Candidate-prompt proposers behind one interface (vlm.base), built from the config."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sarl_dist.config import Config
-from sarl_dist.vlm.base import Proposer
+from sarl_dist.vlm.base import Answer, ProposalRequest, Proposer, RemoteProposer
+
+REMOTE = ("gemini", "openai")
 
 
-def make_proposer(cfg: Config) -> Proposer:
-    if cfg.vlm.backend == "skill_chain":
+def make_proposer(cfg: Config) -> Proposer | RemoteProposer:
+    """The configured backend; a remote one without its key fails here, with the variable named."""
+    backend = cfg.vlm.backend
+    if backend == "skill_chain":
         from sarl_dist.envs.skill_chain import SkillChainProposer
 
         return SkillChainProposer(cfg.env.skill_chain, seed=cfg.seed)
-    if cfg.vlm.backend == "template":
+    if backend == "template":
         from sarl_dist.vlm.template import TemplateProposer
 
-        return TemplateProposer(seed=cfg.seed)
-    raise ValueError(f"vlm.backend: unknown proposer {cfg.vlm.backend!r}")
+        scene = None
+        if cfg.env.kind == "libero":
+            from sarl_dist.vlm.scene import libero_scene
+
+            scene = libero_scene(cfg.env)
+        return TemplateProposer(seed=cfg.seed, scene=scene)
+    if backend == "gemini":
+        from sarl_dist.vlm.remote import GeminiProposer
+
+        return GeminiProposer(cfg.vlm)
+    if backend == "openai":
+        from sarl_dist.vlm.remote import OpenAIProposer
+
+        return OpenAIProposer(cfg.vlm)
+    raise ValueError(f"vlm.backend: unknown proposer {backend!r}")
+
+
+def identity(cfg: Config) -> dict[str, Any]:
+    """Everything that shapes a backend's answers (part of the response-cache key).
+
+    Offline proposers depend on the seed and the environment; remote ones on the model,
+    its settings, the endpoint and what the model is told, but not on the run's seed, so
+    runs with other seeds reuse their answers.
+    """
+    backend = cfg.vlm.backend
+    if backend not in REMOTE:
+        return {"backend": backend, "seed": cfg.seed, "env": cfg.env.model_dump(mode="json")}
+    from sarl_dist.vlm.prompting import instruction_digest
+
+    section = getattr(cfg.vlm, backend).model_dump(mode="json")
+    prices = ("usd_per_mtok_in", "usd_per_mtok_out")
+    return {
+        "backend": backend,
+        **{k: v for k, v in section.items() if k not in prices},
+        "instruction": instruction_digest(),
+    }
+
+
+async def ask(proposer: Proposer | RemoteProposer, request: ProposalRequest) -> Answer:
+    """One query to any backend: remote ones are awaited, offline ones answer at once."""
+    if isinstance(proposer, RemoteProposer):
+        return await proposer.ask(request)
+    return Answer(tuple(proposer.propose(request)))

@@ -1,16 +1,21 @@
-"""The offline template proposer: candidate prompts from the task sentence, no network.
+"""The offline template proposer: candidate prompts from the task sentence and the scene.
 
-It stands in for a VLM the way the skill VLA stands in for pi0.5. From a long-horizon
-LIBERO sentence it derives:
+It stands in for a VLM the way the skill VLA stands in for pi0.5, with no network. From
+a long-horizon LIBERO sentence and, where known, the scene's objects and fixtures (read
+from LIBERO's BDDL, vlm/scene.py) it derives:
 
 - decompositions into atomic LIBERO-90-style instructions ("put both the X and the Y in
   the Z" -> one pick-and-place per object; "A and close it" -> A, "close the Z"),
-- paraphrases of those (some the skill VLA knows, some it does not: "deposit ..."),
-- plausible-but-wrong variants (pick only, the task sentence itself).
+- paraphrases of those (some the skill VLA knows, some it does not: "deposit ...", another
+  word for the object),
+- plausible-but-wrong variants: pick only, another object of the scene to the same place,
+  the right object to another place of the scene, the opposite fixture command, the
+  task sentence itself,
+- what else the scene affords: each object to each place, each fixture command.
 
 Each query offers the decomposition steps first (up to n - 1) and fills the rest with a
-sample of the others, seeded by the image, so the same scene gets the same candidates.
-Which candidate works at which point is what RL has to learn.
+sample of the others, seeded by the run's seed and the image, so the same scene gets the
+same candidates. Which candidate works at which point is what RL has to learn.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import re
 
 from sarl_dist.core.prompt_cache import normalize_prompt
 from sarl_dist.vlm.base import ProposalRequest
+from sarl_dist.vlm.scene import Scene
 
 _BOTH = re.compile(r"^put both the (?P<a>.+?) and the (?P<b>.+?) (?P<rel>in|on) the (?P<dst>.+)$")
 _PLACE = re.compile(
@@ -54,29 +60,57 @@ def decompose(task: str) -> list[str]:
     return steps
 
 
-def variants(step: str) -> tuple[list[str], list[str]]:
+_OPPOSITE = {"open": "close", "close": "open", "turn on": "turn off", "turn off": "turn on"}
+_COMMAND = re.compile(r"^(?P<verb>open|close|turn on|turn off) the (?P<what>.+)$")
+
+
+def variants(step: str, scene: Scene | None = None) -> tuple[list[str], list[str]]:
     """(paraphrases, plausible-but-wrong variants) of one atomic instruction."""
+    if m := _COMMAND.match(step):
+        return [], [f"{_OPPOSITE[m['verb']]} the {m['what']}"]
     m = _PLACE.match(step)
     if not m:
         return [], []
     obj, rel, dst = m["obj"], m["rel"], m["dst"].removeprefix("the ")
     paraphrases = [f"put the {obj} {rel} the {dst}", f"deposit the {obj} inside the {dst}"]
     wrong = [f"pick up the {obj}", f"pick up the {dst}"]
+    if scene is not None:
+        paraphrases += [_pick_place(alias, rel, dst) for alias in scene.other_names(obj)]
+        wrong += [_pick_place(o, rel, dst) for o in scene.objects if o not in (obj, dst)]
+        wrong += [
+            f"pick up the {obj} and put it {place}"
+            for place in scene.places
+            if not place.endswith(f" the {dst}") and obj not in place
+        ]
     return paraphrases, wrong
 
 
 class TemplateProposer:
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+    def __init__(self, seed: int = 0, scene: Scene | None = None) -> None:
+        self.seed, self.scene = seed, scene
 
     def propose(self, request: ProposalRequest) -> list[str]:
         steps = decompose(request.task)
         others: list[str] = []
         for step in steps:
-            paraphrases, wrong = variants(step)
+            paraphrases, wrong = variants(step, self.scene)
             others += paraphrases + wrong
+        if self.scene is not None:  # what else the scene affords, as a VLM looking at it might
+            others += list(self.scene.commands)
+            others += [
+                f"put the {o} {p}"
+                for o in self.scene.objects
+                for p in self.scene.places
+                if not p.endswith(f" the {o}")
+            ]
         if len(steps) > 1:
             others.append(request.task)
+        step_keys = {normalize_prompt(s) for s in steps}
+        others = list(
+            {
+                normalize_prompt(o): o for o in others if normalize_prompt(o) not in step_keys
+            }.values()
+        )
         steps, others = request.allowed(steps), request.allowed(others)
         rng = request.scene_rng(self.seed)
         head = steps[: max(1, request.n - 1)]

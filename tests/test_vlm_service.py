@@ -1,0 +1,182 @@
+"""The VLMService: merging, concurrent batches, the answer store, fallbacks by kind, no
+network for offline proposers, keys never logged or written, and a Ray run on a remote
+backend with its meters in summary.json."""
+
+import asyncio
+import json
+import logging
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from sarl_dist.runtime.rundir import RunDir
+from sarl_dist.runtime.vlm_service import VLMService, append_responses, load_responses
+from sarl_dist.testing import FakeReply, FakeVLMServer, scripted, tiny_config
+
+TASK = "put the black bowl in the bottom drawer of the cabinet and close it"
+KEY = "test-key-9876543210"
+OPEN = {"prompts": ["pick up the black bowl", "open the bottom drawer", "close the drawer"]}
+FAST = ("vlm.timeout=0.4", "vlm.deadline=5", "vlm.retry_delay=0.01", "vlm.retry_max_delay=0.02")
+
+
+@pytest.fixture(autouse=True)
+def _gemini_key(monkeypatch):
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+
+
+def service(server, *overrides, responses=None, cache_state=None):
+    cfg = tiny_config("vlm.backend=gemini", f"vlm.gemini.base_url={server.url}", *FAST, *overrides)
+    return VLMService(cfg, TASK, cache_state, responses)
+
+
+def frame(value):
+    return np.full((64, 64, 3), value, np.uint8)
+
+
+def gather(svc, images):
+    async def run():
+        start = time.perf_counter()
+        results = await asyncio.gather(*(svc.propose(im) for im in images))
+        return results, time.perf_counter() - start
+
+    return asyncio.run(run())
+
+
+def test_identical_requests_merge_into_one_call_then_hit_the_cache():
+    with FakeVLMServer(scripted(FakeReply.json(OPEN, delay=0.2))) as server:
+        svc = service(server)
+        first, _ = gather(svc, [frame(1)] * 8)
+        again, elapsed = gather(svc, [frame(1)] * 8)
+    assert len(server.calls) == 1
+    assert all(r == first[0] for r in first + again)
+    ids, texts = first[0]
+    assert texts == [*OPEN["prompts"], "reset to home"] and ids[-1] == 0
+    stats = svc.stats()
+    assert (stats["requests"], stats["calls"], stats["merged"], stats["cache_hits"]) == (
+        16,
+        1,
+        7,
+        8,
+    )
+    assert elapsed < 0.1
+
+
+def test_distinct_requests_are_sent_concurrently_up_to_the_limit():
+    delay = 0.3
+    with FakeVLMServer(scripted(FakeReply.json(OPEN, delay=delay))) as server:
+        gather(service(server), [frame(0)])  # SDK import and first connection, off the clock
+        _, wide = gather(service(server), [frame(v) for v in range(1, 9)])
+        _, narrow = gather(service(server, "vlm.concurrency=2"), [frame(v) for v in range(9, 13)])
+    assert wide < 3 * delay  # eight calls in about the time of one
+    assert narrow >= 2 * delay  # two at a time: two rounds
+    assert len(server.calls) == 13
+
+
+@pytest.mark.parametrize(
+    ("replies", "kind"),
+    [
+        ((FakeReply.error(503),), "http_503"),
+        ((FakeReply(text="{}", delay=3.0),), "timeout"),
+        ((FakeReply(text="no json here"),), "malformed"),
+        ((FakeReply(text=None, finish_reason="SAFETY"),), "safety"),
+    ],
+)
+def test_failures_fall_back_to_the_cache_counted_by_kind(replies, kind, caplog):
+    seeded = ("cache.seed_prompts=[open the bottom drawer, pick up the black bowl]",)
+    with FakeVLMServer(scripted(*replies)) as server:
+        svc = service(server, "vlm.attempts=2", *seeded)
+        with caplog.at_level(logging.WARNING):
+            (result,), elapsed = gather(svc, [frame(3)])
+        calls = len(server.calls)
+    _ids, texts = result
+    assert set(texts) == {TASK, "open the bottom drawer", "pick up the black bowl", "reset to home"}
+    stats = svc.stats()
+    assert stats["errors"] == {kind: 1} and stats["fallbacks"] == 1
+    assert calls == (2 if kind in ("http_503", "timeout") else 1)
+    assert kind in caplog.text and elapsed < 2.5
+    assert svc.drain_responses() == []  # a failure is not remembered as an answer
+
+
+def test_a_frozen_cache_never_grows_from_an_answer():
+    choices = [{"index": 1, "prompt": TASK}, {"index": 7, "prompt": "dance"}]
+    state = {"capacity": 3, "texts": ["reset to home", TASK, "close the drawer"]}
+    with FakeVLMServer(scripted(FakeReply.json({"choices": choices}))) as server:
+        svc = service(server, "cache.capacity=3", cache_state=state)
+        ((ids, _texts),), _ = gather(svc, [frame(5)])
+    assert ids == [1, 0] and svc.cache.texts == state["texts"]
+    assert svc.stats()["rejected"] == 1 and svc.stats()["fallbacks"] == 0
+
+
+def test_answers_persist_so_a_resumed_run_does_not_pay_again(tmp_path):
+    store = tmp_path / "vlm_responses.jsonl"
+    with FakeVLMServer(scripted(FakeReply.json(OPEN))) as server:
+        first = service(server)
+        (before,), _ = gather(first, [frame(7)])
+        append_responses(store, first.drain_responses())
+        with open(store, "a") as f:
+            f.write('{"key": "torn')  # a crash mid-write
+        resumed = service(server, responses=load_responses(store), cache_state=first.cache_state())
+        (after,), _ = gather(resumed, [frame(7)])
+        _other_frame, _ = gather(resumed, [frame(8)])
+    assert after == before
+    assert len(server.calls) == 2  # frame 7 once, frame 8 once
+    assert resumed.stats()["cache_hits"] == 1
+
+
+def test_offline_proposers_make_no_network_access(monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access: {args[1:]}")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    for overrides in (("env.kind=libero", "vlm.backend=template"), ()):
+        cfg = tiny_config(*overrides)
+        from sarl_dist.envs import env_spec
+
+        svc = VLMService(cfg, env_spec(cfg).task)
+        results, _ = gather(svc, [frame(v) for v in range(6)])
+        assert all(len(ids) >= 2 for ids, _ in results)
+        assert svc.stats()["errors"] == {} and svc.stats()["fallbacks"] == 0
+
+
+def test_the_key_is_never_logged_or_written(tmp_path, caplog):
+    replies = scripted(FakeReply.error(500), FakeReply.json(OPEN))
+    with FakeVLMServer(replies) as server, caplog.at_level(logging.DEBUG):
+        svc = service(server, "vlm.attempts=1")
+        gather(svc, [frame(1), frame(2)])
+        store = tmp_path / "store.jsonl"
+        append_responses(store, svc.drain_responses())
+    assert server.calls[0].api_key == KEY  # it was sent, in its header
+    written = caplog.text + store.read_text() + json.dumps(svc.stats()) + repr(svc.cfg)
+    assert KEY not in written and "http_500" in caplog.text
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_run_on_a_remote_vlm_meters_it_in_summary_json(tmp_path):
+    from sarl_dist.runtime.driver import run_training
+
+    with FakeVLMServer(scripted(FakeReply.json(OPEN))) as server:
+        cfg = tiny_config(
+            "vlm.backend=openai",
+            f"vlm.openai.base_url={server.url}/v1",
+            *FAST,
+            "train.episodes=4",
+            "eval.every=4",
+            "eval.episodes=2",
+        )
+        run = RunDir.create(tmp_path / "run", cfg)
+        summary = run_training(cfg, run, show_progress=False)
+        calls = len(server.calls)
+    vlm = json.loads((run.path / "summary.json").read_text())["vlm"]
+    assert vlm == summary["vlm"] and vlm["backend"] == "openai"
+    assert vlm["calls"] == calls > 0 and vlm["tokens_in"] == 300 * calls
+    assert vlm["requests"] == vlm["calls"] + vlm["cache_hits"] + vlm["merged"]
+    assert vlm["latency_ms_p95"] >= vlm["latency_ms_p50"] > 0
+    stored = load_responses(run.path / "vlm_responses.jsonl")
+    assert len(stored) == calls and all(e["prompts"] == OPEN["prompts"] for e in stored)
