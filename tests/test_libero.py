@@ -218,5 +218,38 @@ def test_stove_prompts_ground_to_the_knob_and_hand_yaw_helpers():
     vla = SkillVLA(seed=0)
     assert vla.parse("Turn on the stove.", scene) == Command("turn_on", "flat_stove_1_button")
     assert vla.parse("turn off the stove", scene).kind == "turn_off"
+    scene["joints"]["white_cabinet_1_bottom_level"] = np.array([-0.15, 0.0, 0.13, 0.9])
+    assert vla.parse("close the bottom drawer of the cabinet", scene) == Command(
+        "close_drawer", "white_cabinet_1_bottom_level"
+    )
+    assert vla.parse("close the top drawer of the cabinet", scene) is None  # not in this scene
     for yaw in (-1.2, 0.0, 0.7):
         assert hand_yaw(down_quat(yaw)) == pytest.approx(yaw)
+
+
+def test_a_near_copy_of_a_taught_instruction_is_heard_as_that_instruction():
+    """LIBERO-10's book sentence is one word off STUDY_SCENE1's LIBERO-90 instructions."""
+    vla = SkillVLA(seed=0)
+    sentence = "pick up the book and place it in the back compartment of the caddy"
+    heard = vla.recall(sentence, "STUDY_SCENE1")
+    assert heard.split()[-5] in ("front", "left", "right")
+    assert heard == vla.recall(sentence, "STUDY_SCENE1")  # the same misreading every time
+    assert vla.recall(sentence, "STUDY_SCENE2") == sentence  # taught there
+    rephrased = "put the book in the back compartment of the caddy"
+    assert vla.recall(rephrased, "STUDY_SCENE1") == rephrased
+    assert vla.recall(sentence, None) == sentence
+
+
+def test_a_held_book_is_turned_to_fit_a_narrow_compartment():
+    vla = SkillVLA(seed=0)
+    for book_yaw in (-2.0, -0.3, 0.4, 1.4):
+        xyzw = (0, 0, np.sin(book_yaw / 2), np.cos(book_yaw / 2))  # LIBERO's object quaternion
+        scene = {
+            "objects": {"black_book_1": np.array([0, 0, 1, *xyzw], np.float32)},
+            "sites": {"desk_caddy_1_back_contain_region": np.zeros(3, np.float32)},
+            "site_extents": {"desk_caddy_1_back_contain_region": np.array([0.028, 0.062, 0.06])},
+        }
+        cmd = vla.parse("put the book in the back compartment of the caddy", scene)
+        turned = book_yaw + vla._fit_turn(cmd, scene)
+        assert abs(vla._fit_turn(cmd, scene)) <= np.pi / 2
+        assert np.sin(turned) == pytest.approx(0.0, abs=1e-5)  # thin side along x, the narrow one
