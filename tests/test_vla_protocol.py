@@ -83,7 +83,7 @@ def test_oversized_frames_are_refused():
     srv.start_background()
     try:
         client = WebsocketVLA("127.0.0.1", srv.port, connect_timeout=2)
-        with pytest.raises(VLAError, match="lost"):
+        with pytest.raises(VLAError, match="too big"):
             client.infer({**OBS, "observation/image": np.zeros((224, 224, 3), np.uint8)})
     finally:
         srv.stop()

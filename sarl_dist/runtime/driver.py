@@ -5,6 +5,13 @@ every worker always has an episode in flight; a finished episode is committed to
 Learner in one call, then logged. At a phase end the driver waits for the Learner to
 spend its update budget, so evaluation sees the policy the data paid for, then runs
 greedy episodes on the workers and checkpoints everything a resume needs.
+
+Faults (docs/reliability.md): an episode whose worker dies or raises is run again from
+its start on a fresh worker, at most `runtime.episode_attempts` times; one cut short by
+a dropped VLA connection is run again on the same, reconnected worker. Its transitions
+never left the worker, so nothing of it reaches the replay buffer and the episode count
+stays exact. The Learner and the VLMService are restarted by Ray and restore themselves
+from the run directory; every handle to them stays valid.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +33,14 @@ from sarl_dist.config import Config
 from sarl_dist.core.prompt_cache import PromptCache
 from sarl_dist.envs import env_spec
 from sarl_dist.runtime import checkpoint as ckpt
+from sarl_dist.runtime.episode_log import EpisodeLog
 from sarl_dist.runtime.learner import Learner
 from sarl_dist.runtime.progress import Progress
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vla_server import VLAServer
 from sarl_dist.runtime.vlm_service import VLMService, append_responses, load_responses
 from sarl_dist.runtime.worker import EnvWorker
+from sarl_dist.vla.client import VLAConnectionLostError
 
 PLACEMENT_TIMEOUT_S = 120.0
 CACHE_FILE, DRIVER_FILE = "prompt_cache.json", "driver.json"
@@ -58,6 +68,14 @@ class DriverState:
     successes: int = 0
 
 
+def describe(exc: BaseException) -> str:
+    """One line for an episode's failure: the worker's own exception, not Ray's wrapping."""
+    if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
+        exc = exc.cause
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
 def _mean_se(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
@@ -71,7 +89,10 @@ class Driver:
         self.state = DriverState()
         self.progress = Progress(cfg.train.episodes, enabled=show_progress)
         self._pg = None
-        self._actors: list = []
+        self._services: list = []
+        self.workers: list = []
+        self._vla_address: tuple[str, int] | None = None
+        self.faults: Counter[str] = Counter()
         self._overhead: list[float] = []
         self._staleness: list[int] = []
         self._decisions = 0
@@ -117,61 +138,106 @@ class Driver:
         cache_state = None
         if resume_from is not None:
             cache_state = PromptCache.load(resume_from / CACHE_FILE).state()
+        durable = {"max_restarts": rt.max_restarts, "max_task_retries": rt.max_restarts}
         self.learner = (
-            ray.remote(Learner).options(max_concurrency=8, **self._options(0, rt.learner_cpus))
-        ).remote(self.cfg, self.cfg.cache.capacity)
+            ray.remote(Learner).options(
+                max_concurrency=8, **durable, **self._options(0, rt.learner_cpus)
+            )
+        ).remote(
+            self.cfg, self.cfg.cache.capacity, str(self.run.checkpoints), str(self.run.episode_log)
+        )
         self.vlm = (
             ray.remote(VLMService)
-            .options(**self._options(1, rt.vlm_cpus))
-            .remote(self.cfg, self.spec.task, cache_state, load_responses(self.responses))
+            .options(**durable, **self._options(1, rt.vlm_cpus))
+            .remote(
+                self.cfg,
+                self.spec.task,
+                cache_state,
+                load_responses(self.responses),
+                str(self.run.prompt_cache),
+            )
         )
-        self._actors = [self.learner, self.vlm]
-        if resume_from is not None:
-            ray.get(self.learner.load.remote(str(resume_from)))
-        vla_address = None
+        self._services = [self.learner, self.vlm]
         if serves_vla:
             server = (
                 ray.remote(VLAServer)
                 .options(**self._options(len(bundles) - 1, self.cfg.vla.server_cpus))
                 .remote(self.cfg)
             )
-            self._actors.append(server)
-            vla_address = ray.get(server.address.remote())
-        texts = ray.get(self.vlm.prompt_texts.remote())
-        worker_cls = ray.remote(EnvWorker)
-        self.workers = [
-            worker_cls.options(**self._options(2 + i, rt.worker_cpus, rt.worker_gpus)).remote(
-                self.cfg, i, self.learner, self.vlm, texts, vla_address
-            )
-            for i in range(rt.num_workers)
-        ]
-        self._actors += self.workers
+            self._services.append(server)
+            self._vla_address = ray.get(server.address.remote())
+        self.workers = [self._new_worker(i) for i in range(rt.num_workers)]
         ray.get([w.ready.remote() for w in self.workers])
 
+    def _new_worker(self, slot: int):
+        rt = self.cfg.runtime
+        texts = ray.get(self.vlm.prompt_texts.remote())
+        return (
+            ray.remote(EnvWorker)
+            .options(**self._options(2 + slot, rt.worker_cpus, rt.worker_gpus))
+            .remote(self.cfg, slot, self.learner, self.vlm, texts, self._vla_address)
+        )
+
     def stop(self) -> None:
-        for actor in self._actors:
+        for actor in self._services + self.workers:
             ray.kill(actor)
         if self._pg is not None:
             remove_placement_group(self._pg)
-        self._actors, self._pg = [], None
+        self._services, self.workers, self._pg = [], [], None
         self.progress.close()
 
     # ---------------------------------------------------------------- episodes
     def _run_episodes(self, jobs: list[tuple[int, int]], greedy: bool, on_done) -> None:
-        """Run (episode, seed) jobs, each worker always busy; on_done(summary, batch_ref)."""
+        """Run (episode, seed) jobs, each worker always busy; on_done(summary, batch_ref).
+
+        A job that fails is queued again and run from its start; only whole episodes reach
+        on_done, each once."""
         pending: dict = {}
         queue = list(reversed(jobs))
-        idle = list(self.workers)
+        idle = list(range(len(self.workers)))
+        setbacks: Counter[tuple] = Counter()
         while queue or pending:
             while queue and idle:
-                worker = idle.pop()
-                episode, seed = queue.pop()
-                summary_ref, batch_ref = worker.run_episode.remote(episode, seed, greedy)
-                pending[summary_ref] = (worker, batch_ref)
+                slot, job = idle.pop(), queue.pop()
+                summary_ref, batch_ref = self.workers[slot].run_episode.remote(*job, greedy)
+                pending[summary_ref] = (slot, job, batch_ref)
             done, _ = ray.wait(list(pending), num_returns=1)
-            worker, batch_ref = pending.pop(done[0])
-            idle.append(worker)
-            on_done(ray.get(done[0]), batch_ref)
+            slot, job, batch_ref = pending.pop(done[0])
+            idle.append(slot)
+            try:
+                summary = ray.get(done[0])
+            except ray.exceptions.RayError as exc:
+                self._interrupted(slot, job, exc, setbacks)
+                queue.append(job)
+                continue
+            on_done(summary, batch_ref)
+
+    def _interrupted(self, slot: int, job: tuple[int, int], exc: Exception, setbacks) -> None:
+        """Record an episode that did not finish; replace its worker unless only the VLA
+        connection dropped (the client has reconnected); stop once it keeps failing."""
+        episode, seed = job
+        if isinstance(exc, VLAConnectionLostError):
+            kind = "vla_disconnect"
+        elif isinstance(exc, ray.exceptions.RayActorError):
+            kind = "worker_died"
+        else:
+            kind = "episode_error"
+        lost_link = kind == "vla_disconnect"
+        setbacks[job, lost_link] += 1
+        self.faults[kind] += 1
+        error = describe(exc)
+        self.run.log_failure(
+            {"episode": episode, "seed": seed, "worker": slot, "kind": kind, "error": error}
+        )
+        if setbacks[job, lost_link] >= self.cfg.runtime.episode_attempts:
+            what = "lost its VLA connection" if lost_link else "failed"
+            raise RunError(
+                f"episode {episode} (seed {seed}) {what} {setbacks[job, lost_link]} times "
+                f"(runtime.episode_attempts); last error: {error}"
+            )
+        if not lost_link:
+            ray.kill(self.workers[slot])
+            self.workers[slot] = self._new_worker(slot)
 
     def _train_phase(self, start: int, end: int) -> None:
         jobs = [(i, train_seed(self.cfg, i)) for i in range(start, end)]
@@ -237,11 +303,12 @@ class Driver:
     # ---------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:
         directory = self.run.checkpoint_dir(self.state.episodes)
-        ray.get(self.learner.save.remote(str(directory)))
+        saved = ray.get(self.learner.save.remote(str(directory)))
         PromptCache.from_state(ray.get(self.vlm.cache_state.remote())).save(directory / CACHE_FILE)
         self._save_responses()
         ckpt.write_atomic(directory / DRIVER_FILE, json.dumps(vars(self.state)).encode())
-        ckpt.seal(directory, {"episodes": self.state.episodes})
+        ckpt.seal(directory, {"episodes": self.state.episodes, **saved})
+        EpisodeLog(self.run.episode_log).trim_before(saved["replay_added"])
         ckpt.prune(directory.parent, keep=2)
 
     def restore(self, directory: Path) -> None:
@@ -300,6 +367,9 @@ class Driver:
             "staleness_updates_p50": float(np.percentile(staleness, 50)),
             "staleness_updates_p95": float(np.percentile(staleness, 95)),
             "staleness_updates_max": int(staleness.max()),
+            "faults": dict(self.faults),
+            "learner_restarted": learner["restarted"],
+            "learner_restored": learner["restored"],
         }
 
 
@@ -328,8 +398,9 @@ def run_training(
     show_progress: bool = True,
 ) -> dict:
     resume_from = ckpt.latest(run.checkpoints) if resume else None
-    if resume_from is not None:
-        ckpt.verify(resume_from)
+    meta = ckpt.verify(resume_from) if resume_from is not None else {}
+    # Episodes committed after the checkpoint are run again, so their log entries go.
+    EpisodeLog(run.episode_log).discard_from(meta.get("replay_added", 0))
     started_ray = init_ray(address, cfg)
     driver = Driver(cfg, run, show_progress)
     try:
@@ -342,6 +413,11 @@ def run_training(
         summary = driver.train()
         run.write_summary(summary)
         return summary
+    except ray.exceptions.RayActorError as exc:
+        raise RunError(
+            f"a run actor is gone for good (restarted runtime.max_restarts="
+            f"{cfg.runtime.max_restarts} times, or could not start): {describe(exc)}"
+        ) from None
     finally:
         driver.stop()
         if started_ray:

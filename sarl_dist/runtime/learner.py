@@ -7,7 +7,15 @@ steps to a budget the thread spends; `wait_idle` lets the driver line evaluation
 up with a fully spent budget, so a run's update count is a function of its data.
 
 Weights are published as a Ray object every `publish_every` steps and whenever the
-budget runs dry; workers poll before each decision and fetch only a newer version.
+budget runs dry; workers poll before each decision and fetch only weights they do not
+hold (told apart by object id, which stays unique across a restart).
+
+Given the run's directories, the Learner is durable: an episode is written to the episode
+log before `add_episode` returns, and every (re)start - Ray restarts a dead Learner with
+its original arguments - rebuilds the state from the newest sealed checkpoint plus the
+log. Workers and the driver keep their handle: Ray routes it to the new process. Updates
+made after the checkpoint are lost, but their budget is restored with the data, so they
+are made again and a run's update count stays a function of its data.
 """
 
 from __future__ import annotations
@@ -25,15 +33,26 @@ from sarl_dist.config import Config
 from sarl_dist.core.agent import SARLAgent
 from sarl_dist.core.qnet import weights_to_numpy
 from sarl_dist.core.replay import Batch, ReplayBuffer
-from sarl_dist.runtime.checkpoint import write_atomic
+from sarl_dist.runtime import checkpoint as ckpt
+from sarl_dist.runtime.episode_log import EpisodeLog
+from sarl_dist.runtime.faults import Faults, restarted
 
 AGENT_FILE, REPLAY_FILE, LEARNER_FILE = "agent.pt", "replay.npz", "learner.json"
 
 
 class Learner:
-    def __init__(self, cfg: Config, num_prompts: int) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        num_prompts: int,
+        checkpoints: str | None = None,
+        episode_log: str | None = None,
+    ) -> None:
         torch.set_num_threads(cfg.runtime.learner_threads)
         self.cfg = cfg
+        self.faults = Faults(cfg.faults, cfg.seed)
+        self._checkpoints = Path(checkpoints) if checkpoints else None
+        self.log = EpisodeLog(episode_log) if episode_log else None
         self.agent = SARLAgent(num_prompts, cfg.q, cfg.learner, cfg.gamma, cfg.seed)
         self.replay = ReplayBuffer(cfg.learner.replay_capacity, num_prompts)
         self._rng = np.random.default_rng([cfg.seed, 17])
@@ -46,29 +65,38 @@ class Learner:
         self._loss = float("nan")
         self._update_seconds = 0.0
         self._published: tuple[int, int, ray.ObjectRef] | None = None
+        self._version = -1
+        self.restored = self._restore()
         self._publish()
         self._thread = threading.Thread(target=self._train_loop, name="learner", daemon=True)
         if cfg.learns:
             self._thread.start()
 
     def add_episode(self, episode_id: int, batch: Batch) -> bool:
-        """Store a whole episode once; a repeated id is ignored (returns False)."""
+        """Store a whole episode once, durably; a repeated id is ignored (returns False)."""
         with self._cv:
             if episode_id in self._committed:
                 return False
-            before = self.replay.added
-            self.replay.add(batch)
-            self._committed.add(episode_id)
-            if self.cfg.learns:
-                eligible = self.replay.added - max(before, self.cfg.learner.warmup)
-                self._budget += max(0, eligible) * self.cfg.learner.updates_per_step
-            self._cv.notify_all()
+            if self.log is not None:
+                self.log.append(self.replay.added, episode_id, batch)
+            self._store(episode_id, batch)
+        self.faults.learner_committed(len(self._committed))
         return True
 
-    def poll(self, version: int) -> tuple[int, int, int, list[ray.ObjectRef] | None]:
-        """(version, its update count, current update count, [weights] if newer than `version`)."""
+    def _store(self, episode_id: int, batch: Batch) -> None:
+        before = self.replay.added
+        self.replay.add(batch)
+        self._committed.add(episode_id)
+        if self.cfg.learns:
+            eligible = self.replay.added - max(before, self.cfg.learner.warmup)
+            self._budget += max(0, eligible) * self.cfg.learner.updates_per_step
+        self._cv.notify_all()
+
+    def poll(self, held: str | None) -> tuple[int, int, int, list[ray.ObjectRef] | None]:
+        """(version, its update count, current update count, [weights] unless the caller
+        already holds the object with id `held`)."""
         published_version, published_updates, ref = self._published
-        fresh = [ref] if published_version != version else None
+        fresh = [ref] if ref.hex() != held else None
         return published_version, published_updates, self.agent.updates, fresh
 
     def wait_idle(self, timeout: float | None = None) -> dict:
@@ -88,27 +116,62 @@ class Learner:
             "episodes_committed": len(self._committed),
             "loss": self._loss,
             "update_seconds": self._update_seconds,
+            "restarted": restarted(),
+            "restored": self.restored,
         }
 
-    def save(self, directory: str) -> None:
+    def save(self, directory: str) -> dict:
+        """Write the learner's part of a checkpoint; returns what the seal records."""
         path = Path(directory)
         with self._cv, self._model_lock:
-            write_atomic(path / AGENT_FILE, self.agent.state_bytes())
+            ckpt.write_atomic(path / AGENT_FILE, self.agent.state_bytes())
             self.replay.save(path / REPLAY_FILE)
-            meta = {"committed": sorted(self._committed), "budget": self._budget}
-            write_atomic(path / LEARNER_FILE, json.dumps(meta).encode())
+            meta = {
+                "committed": sorted(self._committed),
+                "budget": self._budget,
+                "version": self._published[0],
+            }
+            ckpt.write_atomic(path / LEARNER_FILE, json.dumps(meta).encode())
+            return {"replay_added": self.replay.added}
 
-    def load(self, directory: str) -> dict:
-        path = Path(directory)
-        with self._cv, self._model_lock:
-            self.agent.load_state_bytes((path / AGENT_FILE).read_bytes())
-            self.replay = ReplayBuffer.load(path / REPLAY_FILE)
-            meta = json.loads((path / LEARNER_FILE).read_text())
-            self._committed = set(meta["committed"])
-            self._budget = float(meta["budget"])
-            self._cv.notify_all()
-        self._publish()
-        return self.stats()
+    def _restore(self) -> dict:
+        """Rebuild what this Learner had before a restart (or a resumed run): the newest
+        sealed checkpoint, then every episode logged after it, in commit order."""
+        directory = ckpt.latest(self._checkpoints) if self._checkpoints else None
+        if directory is not None:
+            ckpt.verify(directory)
+            self._load(directory)
+        replayed = 0
+        if self.log is not None:
+            with self._cv:
+                for seq, episode_id, batch in self.log.read(self.replay.added):
+                    if seq != self.replay.added:
+                        raise ckpt.CheckpointError(
+                            f"episode log {self.log.directory} lacks transitions "
+                            f"{self.replay.added}..{seq - 1}"
+                        )
+                    self._store(episode_id, batch)
+                    replayed += 1
+        return {"checkpoint": directory.name if directory else None, "episodes_replayed": replayed}
+
+    def _load(self, directory: Path) -> None:
+        try:
+            self.agent.load_state_bytes((directory / AGENT_FILE).read_bytes())
+            replay = ReplayBuffer.load(directory / REPLAY_FILE)
+            meta = json.loads((directory / LEARNER_FILE).read_text())
+            committed, budget = set(meta["committed"]), float(meta["budget"])
+            version = int(meta["version"])
+        except Exception as exc:  # a sealed but foreign or corrupt file: say which, load nothing
+            raise ckpt.CheckpointError(
+                f"checkpoint {directory} cannot be loaded: {type(exc).__name__}: {str(exc)[:300]}"
+            ) from None
+        if replay.num_prompts != self.replay.num_prompts:
+            raise ckpt.CheckpointError(
+                f"checkpoint {directory} has {replay.num_prompts} prompt slots, "
+                f"the config {self.replay.num_prompts}"
+            )
+        self.replay, self._committed, self._budget = replay, committed, budget
+        self._version = version
 
     def stop(self) -> None:
         with self._cv:
@@ -118,8 +181,8 @@ class Learner:
     def _publish(self) -> None:
         with self._model_lock:
             weights, updates = weights_to_numpy(self.agent.q), self.agent.updates
-        version = 0 if self._published is None else self._published[0] + 1
-        self._published = (version, updates, ray.put(weights))
+        self._version += 1
+        self._published = (self._version, updates, ray.put(weights))
 
     def _train_loop(self) -> None:
         lcfg = self.cfg.learner

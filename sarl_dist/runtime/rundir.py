@@ -5,6 +5,9 @@ episodes.jsonl    one line per committed training episode
 evals.jsonl       one line per evaluation point
 tb/               TensorBoard events
 checkpoints/      sealed checkpoints (see runtime/checkpoint.py)
+episode_log/      episodes committed since the newest checkpoint (runtime/episode_log.py)
+prompt_cache.json the live prompt cache, saved whenever it grows (runtime/vlm_service.py)
+failures.jsonl    one line per episode that did not finish and was run again
 vlm_responses.jsonl  the VLM's answers by request key (runtime/vlm_service.py)
 learning_curve.png, summary.json
 """
@@ -29,6 +32,8 @@ class RunDir:
         self.path = path
         self.cfg = cfg
         self.checkpoints = path / "checkpoints"
+        self.episode_log = path / "episode_log"
+        self.prompt_cache = path / "prompt_cache.json"
         self._writer: SummaryWriter | None = None
 
     @classmethod
@@ -74,6 +79,9 @@ class RunDir:
         self.writer.add_scalar("train/success", float(summary["success"]), step)
         self.writer.add_scalar("train/return", sum(summary["rewards"]), step)
         self.writer.add_scalar("train/decisions", summary["decisions"], step)
+
+    def log_failure(self, record: dict) -> None:
+        self._append("failures.jsonl", record)
 
     def log_eval(self, record: dict) -> None:
         self._append("evals.jsonl", record)

@@ -12,7 +12,9 @@ from sarl_dist.vla.server import PolicyServer
 class VLAServer:
     def __init__(self, cfg: Config, host: str = "127.0.0.1") -> None:
         policy, metadata = make_server_policy(cfg.vla.kind, cfg)
-        self.server = PolicyServer(policy, host, 0, metadata, api_key=api_key(cfg))
+        self.server = PolicyServer(
+            policy, host, 0, metadata, api_key=api_key(cfg), drop_every=cfg.faults.drop_vla_every
+        )
         self.server.start_background()
 
     def address(self) -> tuple[str, int]:

@@ -4,6 +4,11 @@ openpi-client 0.1.2 makes one connection attempt and surfaces a server error as 
 RuntimeError. Here: connection retries with backoff until a deadline (a server that is
 still loading a checkpoint is normal), an optional API key, a check of the server's
 metadata against what the run expects, and every failure as a VLAError naming the server.
+
+A connection lost mid-request (a network drop, a restarted server) is re-opened at once,
+with the same backoff and deadline, and reported as VLAConnectionLostError: the VLA's state
+for the episode in progress is gone, so that episode is void and is run again. A server
+that stays away past the deadline is a plain VLAError.
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from sarl_dist.vla.base import VLAError
 
 log = logging.getLogger(__name__)
+# websockets logs every handshake header at DEBUG, the API key included: never below INFO.
+logging.getLogger("websockets").setLevel(logging.INFO)
+REQUEST_REFUSED = (1009, 1011)  # close codes: frame too big, policy error (not a lost link)
+
+
+class VLAConnectionLostError(VLAError):
+    """The connection dropped mid-request and has been re-opened; the episode is void."""
 
 
 class WebsocketVLA:
@@ -30,19 +42,25 @@ class WebsocketVLA:
         expect_metadata: dict[str, Any] | None = None,
     ) -> None:
         self.uri = host if host.startswith("ws") else f"ws://{host}:{port}"
-        self._policy = self._connect(host, port, api_key, connect_timeout)
+        self._address, self._api_key, self._timeout = (host, port), api_key, connect_timeout
+        self._expect = expect_metadata or {}
+        self._open()
+
+    def _open(self) -> None:
+        self._policy = self._connect()
         self.metadata = self._policy.get_server_metadata()
-        for key, want in (expect_metadata or {}).items():
+        for key, want in self._expect.items():
             got = self.metadata.get(key)
             if got != want:
                 self.close()
                 raise VLAError(f"policy server {self.uri} reports {key}={got!r}, expected {want!r}")
 
-    def _connect(self, host: str, port: int, api_key: str | None, timeout: float):
+    def _connect(self) -> WebsocketClientPolicy:
+        (host, port), timeout = self._address, self._timeout
         deadline, delay = time.monotonic() + timeout, 0.1
         while True:
             try:
-                return WebsocketClientPolicy(host, port, api_key=api_key)
+                return WebsocketClientPolicy(host, port, api_key=self._api_key)
             except websockets.InvalidStatus as exc:
                 code = exc.response.status_code
                 if code in (401, 403):
@@ -65,9 +83,21 @@ class WebsocketVLA:
         try:
             return self._policy.infer(obs)
         except websockets.ConnectionClosed as exc:
-            raise VLAError(f"connection to policy server {self.uri} lost: {exc}") from None
+            if exc.rcvd is not None and exc.rcvd.code in REQUEST_REFUSED:
+                raise VLAError(f"policy server {self.uri} refused the request: {exc}") from None
+            self._reconnect(exc)
+        except OSError as exc:
+            self._reconnect(exc)
         except RuntimeError as exc:  # openpi-client's way of reporting a text (error) frame
             raise VLAError(f"policy server {self.uri} failed: {exc}") from None
+
+    def _reconnect(self, cause: Exception) -> None:
+        log.warning("lost the policy server %s (%s); reconnecting", self.uri, cause)
+        self._open()
+        raise VLAConnectionLostError(
+            f"connection to policy server {self.uri} lost mid-request ({cause}); reconnected, "
+            "the episode in progress is void"
+        )
 
     def reset(self) -> None:
         self._policy.reset()

@@ -7,7 +7,8 @@ observation dict; the reply holds "actions" plus "server_timing"; a failure is a
 with a text frame (the error) and the connection is closed. `GET /healthz` answers 200.
 Beyond openpi: an optional API key (openpi's `Authorization: Api-Key ...` header) is
 checked at the handshake, frames are size-limited, and it binds 127.0.0.1 by default.
-msgpack only: nothing received is ever unpickled.
+msgpack only: nothing received is ever unpickled. For fault-injection tests it can drop
+the connection, unanswered, on every N-th request (`drop_every`), as a network would.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from websockets.asyncio.server import Request, Response, ServerConnection, serve
 from sarl_dist.vla.base import VLAPolicy
 
 log = logging.getLogger(__name__)
+# websockets logs every handshake header at DEBUG, the API key included: never below INFO.
+logging.getLogger("websockets").setLevel(logging.INFO)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -41,15 +44,18 @@ class PolicyServer:
         metadata: dict[str, Any] | None = None,
         api_key: str | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        drop_every: int = 0,
     ) -> None:
         self.policy, self.host, self.port = policy, host, port
         self.metadata = metadata or {}
         self._api_key = api_key
         self._max_bytes = max_message_bytes
+        self._drop_every, self._requests = drop_every, 0
         self._lock = asyncio.Lock()  # the policy is not assumed thread- or task-safe
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/healthz":
@@ -71,6 +77,11 @@ class PolicyServer:
             except websockets.ConnectionClosed:
                 return
             start = time.monotonic()
+            self._requests += 1
+            if self._drop_every and self._requests % self._drop_every == 0:
+                log.warning("fault injection: dropping the connection (request %d)", self._requests)
+                ws.transport.abort()
+                return
             try:
                 if isinstance(frame, str):
                     raise TypeError("expected a binary msgpack frame, got text")
@@ -114,12 +125,17 @@ class PolicyServer:
 
     def start_background(self, timeout: float = 10.0) -> PolicyServer:
         """Serve on a daemon thread (tests, in-process servers); returns once listening."""
-        thread = threading.Thread(target=self.serve_forever, name="policy-server", daemon=True)
-        thread.start()
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="policy-server", daemon=True
+        )
+        self._thread.start()
         if not self._ready.wait(timeout):
             raise RuntimeError(f"policy server did not start on {self.host}:{self.port}")
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving; a background server has released its port when this returns."""
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,70 @@
+"""The policy server's perimeter: loopback by default, openpi's API-key header checked and
+never echoed, msgpack only (a pickle frame is refused unread), keys named in configs but
+read only from the environment. A whole run with planted keys: test_reliability_resume.py."""
+
+import inspect
+import logging
+import pickle
+
+import pytest
+from websockets.sync.client import connect
+
+from sarl_dist.cli.main import serve_vla
+from sarl_dist.envs.skill_chain import SkillChainVLA
+from sarl_dist.testing import tiny_config
+from sarl_dist.vla import api_key
+from sarl_dist.vla.base import VLAError
+from sarl_dist.vla.client import WebsocketVLA
+from sarl_dist.vla.server import PolicyServer
+
+KEY, WRONG = "planted-server-key-41c9", "planted-wrong-key-77e0"
+
+
+@pytest.fixture
+def keyed_server():
+    srv = PolicyServer(SkillChainVLA(tiny_config().env.skill_chain), port=0, api_key=KEY)
+    yield srv.start_background()
+    srv.stop()
+
+
+def test_the_policy_server_binds_loopback_by_default(keyed_server):
+    assert keyed_server.host == "127.0.0.1"
+    assert inspect.signature(serve_vla).parameters["host"].default == "127.0.0.1"
+    with connect(
+        f"ws://127.0.0.1:{keyed_server.port}",
+        additional_headers={"Authorization": f"Api-Key {KEY}"},
+    ) as ws:
+        assert ws.remote_address[0] == "127.0.0.1"
+
+
+def test_a_wrong_key_is_refused_and_no_key_is_echoed(keyed_server, caplog):
+    with caplog.at_level(logging.DEBUG), pytest.raises(VLAError) as refused:
+        WebsocketVLA("127.0.0.1", keyed_server.port, api_key=WRONG, connect_timeout=2)
+    assert "refused the API key (401)" in str(refused.value)
+    for key in (KEY, WRONG):
+        assert key not in str(refused.value) and key not in caplog.text
+
+
+def test_a_pickle_frame_is_refused_and_never_unpickled(keyed_server, tmp_path):
+    marker = tmp_path / "unpickled"
+
+    class Exploit:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    headers = {"Authorization": f"Api-Key {KEY}"}
+    with connect(f"ws://127.0.0.1:{keyed_server.port}", additional_headers=headers) as ws:
+        ws.recv()  # metadata
+        ws.send(pickle.dumps(Exploit()))
+        reply = ws.recv()
+    assert isinstance(reply, str)  # a text frame: openpi's error reply
+    assert not marker.exists()
+
+
+def test_keys_are_named_in_configs_and_read_from_the_environment(monkeypatch):
+    cfg = tiny_config("vla.api_key_env=SARL_TEST_KEY_VAR")
+    monkeypatch.delenv("SARL_TEST_KEY_VAR", raising=False)
+    with pytest.raises(ValueError, match="SARL_TEST_KEY_VAR is not set"):
+        api_key(cfg)
+    monkeypatch.setenv("SARL_TEST_KEY_VAR", KEY)
+    assert api_key(cfg) == KEY and KEY not in cfg.model_dump_json()
