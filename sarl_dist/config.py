@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sarl_dist.core.prompt_cache import clean_prompt
 
 
 class ConfigError(ValueError):
@@ -201,6 +210,17 @@ class PromptCacheConfig(_Section):
         True, description="Offer reset-to-home among the candidates at every decision."
     )
 
+    @field_validator("seed_prompts")
+    @classmethod
+    def _prompts_are_usable(cls, prompts: tuple[str, ...]) -> tuple[str, ...]:
+        """An empty or oversized seed prompt stops the run here, not inside an actor."""
+        for i, text in enumerate(prompts):
+            try:
+                clean_prompt(text)
+            except ValueError as exc:
+                raise ValueError(f"seed prompt {i}: {exc}") from None
+        return prompts
+
 
 class QConfig(_Section):
     ensemble: int = Field(10, ge=1, description="Q-networks in the ensemble (SARL: 10).")
@@ -258,6 +278,18 @@ class RuntimeConfig(_Section):
     learner_threads: int = Field(
         2, ge=1, description="Intra-op torch threads of the Learner (the busiest actor)."
     )
+    max_restarts: int = Field(
+        5,
+        ge=0,
+        description="Times Ray restarts a dead Learner or VLMService (each restores its state "
+        "from the run directory) before the run stops.",
+    )
+    episode_attempts: int = Field(
+        3,
+        ge=1,
+        description="Attempts an episode gets when its worker dies or raises (each failure "
+        "replaces the worker); then the run stops naming the episode and the last error.",
+    )
 
 
 class EvalConfig(_Section):
@@ -272,9 +304,59 @@ class TrainConfig(_Section):
     )
 
 
+class FaultsConfig(_Section):
+    """Deliberate faults, so the recovery paths run in CI with real processes. All off (0)."""
+
+    kill_worker_every: int = Field(
+        0,
+        ge=0,
+        description="Each EnvWorker process exits abruptly (os._exit) midway through every "
+        "N-th episode it runs, as a segfaulting simulator would.",
+    )
+    raise_in_worker_every: int = Field(
+        0,
+        ge=0,
+        description="Each EnvWorker raises midway through every N-th episode it runs, as a "
+        "diverged simulator (EnvError) would.",
+    )
+    kill_learner_at: int = Field(
+        0,
+        ge=0,
+        description="The Learner process exits abruptly once, right after durably committing "
+        "its N-th episode.",
+    )
+    kill_vlm_at_prompt: int = Field(
+        0,
+        ge=0,
+        description="The VLMService process exits abruptly once, right after its prompt cache "
+        "grows to N prompts and is saved.",
+    )
+    vlm_failure_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Probability that a VLM backend call fails (answered from the prompt cache).",
+    )
+    drop_vla_every: int = Field(
+        0,
+        ge=0,
+        description="The run's own policy server drops the connection, unanswered, on every "
+        "N-th request it receives.",
+    )
+
+
 class Config(_Section):
-    method: Literal["sarl", "random"] = Field(
-        "sarl", description="sarl learns; random picks uniformly among candidates."
+    method: Literal["sarl", "random", "zero_shot", "vlm_only", "oracle"] = Field(
+        "sarl",
+        description="sarl learns; the baselines do not: random (uniform over the candidates), "
+        "zero_shot (the task sentence), vlm_only (the VLM picks from history), oracle (the "
+        "task's atomic prompt sequence). See docs/experiments.md.",
+    )
+    vlm_only_decision_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Low-level steps per decision of the vlm_only baseline; its episodes keep "
+        "their length in low-level steps. None: 40 on LIBERO (SARL's), else env.decision_steps.",
     )
     seed: int = Field(0, ge=0)
     env: EnvConfig = EnvConfig()
@@ -286,6 +368,7 @@ class Config(_Section):
     runtime: RuntimeConfig = RuntimeConfig()
     eval: EvalConfig = EvalConfig()
     train: TrainConfig = TrainConfig()
+    faults: FaultsConfig = FaultsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -295,6 +378,15 @@ class Config(_Section):
                 f"cache.capacity={self.cache.capacity} cannot hold reset-to-home and "
                 f"{reserved - 1} seed prompts"
             )
+        steps = self.vlm_only_decision_steps or (
+            40 if self.env.kind == "libero" else self.env.decision_steps
+        )
+        if self.method == "vlm_only" and self.env.decision_steps != steps:
+            total = self.env.max_decisions * self.env.decision_steps  # same episode length
+            env = self.env.model_copy(
+                update={"decision_steps": steps, "max_decisions": max(1, total // steps)}
+            )
+            return self.model_copy(update={"env": env})
         return self
 
     @property
@@ -313,7 +405,9 @@ def _format_errors(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc or 'config'}: {msg}" + (f" (got {e['input']!r})" if loc else ""))
+        got = repr(e["input"])
+        got = got if len(got) <= 120 else f"{got[:100]}... ({len(got)} characters)"
+        lines.append(f"{loc or 'config'}: {msg}" + (f" (got {got})" if loc else ""))
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

@@ -40,6 +40,7 @@ def train(
 ) -> None:
     """Train (or evaluate a baseline) and write a run directory."""
     from sarl_dist.envs import env_spec
+    from sarl_dist.runtime.checkpoint import CheckpointError
     from sarl_dist.runtime.driver import RunError, run_training
     from sarl_dist.runtime.rundir import RunDir
     from sarl_dist.vlm import make_proposer
@@ -67,6 +68,8 @@ def train(
         summary = run_training(
             cfg, run, address=address, resume=resume is not None, show_progress=progress
         )
+    except CheckpointError as exc:
+        _fail(f"cannot resume: {exc}")
     except RunError as exc:
         _fail(str(exc), code=1)
     typer.echo(
@@ -133,7 +136,9 @@ def serve_vla(
         key = api_key(cfg)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    server = PolicyServer(served, host, port, metadata, api_key=key)
+    server = PolicyServer(
+        served, host, port, metadata, api_key=key, drop_every=cfg.faults.drop_vla_every
+    )
     logging.info("serving %s on ws://%s:%d (GET /healthz)", policy, host, port)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
@@ -211,6 +216,48 @@ def show_config(
         typer.echo(dump_config(load_config(config, set_ or [])), nl=False)
     except ConfigError as exc:
         _fail(str(exc))
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (see configs/sweeps/).")],
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Sweep directory (default: the file's).")] = None,
+    resume: Annotated[bool, typer.Option(help="Finish a stopped sweep; done runs stay.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show the live table of runs.")] = True,
+) -> None:
+    """Every combination of the sweep's grid as a full run, concurrently, then the report."""
+    from sarl_dist.experiments.sweep import load_sweep, run_sweep
+    from sarl_dist.report.results import write_report
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        spec = load_sweep(sweep_file)
+        directory = out or spec.out
+        if directory is None:
+            _fail("give --out or an `out:` in the sweep file")
+        results = run_sweep(spec, directory, address, resume, show_progress=progress)
+    except ConfigError as exc:
+        _fail(str(exc))
+    failed = {k: v["error"] for k, v in results.items() if "error" in v}
+    typer.echo(json.dumps({"ran": len(results), "failed": failed}))
+    typer.echo(f"report: {write_report(directory)}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="A sweep's or runs' directory.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write (default: DIRECTORY).")] = None,
+) -> None:
+    """Tables (Markdown, CSV) and plots of every run under DIRECTORY, seeds pooled."""
+    from sarl_dist.report.results import write_report
+
+    try:
+        typer.echo(write_report(directory, out))
+    except FileNotFoundError as exc:
+        _fail(str(exc), code=1)
 
 
 if __name__ == "__main__":

@@ -32,3 +32,22 @@ def env_spec(cfg: Config) -> EnvSpec:
 
         return libero_spec(cfg.env)
     raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")
+
+
+def oracle_prompts(cfg: Config) -> tuple[str, ...]:
+    """The task's atomic prompt sequence: the test bed's upper bound (method `oracle`).
+
+    LIBERO-10's sequences are `envs.libero.ORACLE_PROMPTS`; any other LIBERO task is a
+    single LIBERO-90-style instruction already; the skill chain's are its canonical steps.
+    """
+    task = env_spec(cfg).task
+    if cfg.env.kind == "skill_chain":
+        from sarl_dist.envs.skill_chain import SKILLS, resolve_task, task_skills
+
+        stages = cfg.env.skill_chain.stages
+        return tuple(
+            SKILLS[s].name for s in task_skills(resolve_task(cfg.env.task, stages), stages)
+        )
+    from sarl_dist.envs.libero import ORACLE_PROMPTS
+
+    return ORACLE_PROMPTS.get(task, (task,))

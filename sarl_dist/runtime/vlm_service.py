@@ -15,6 +15,11 @@ It never lets a proposer failure stop a run: a query that fails after its retrie
 out, or returns a malformed or safety-blocked answer is logged with its reason, counted
 by kind, and answered from the prompt cache (counted as a fallback). Failures are not
 cached, so the next query for that scene asks again.
+
+Given a `cache_file`, the cache is durable: it is written (atomically) whenever it grows,
+before any new id is handed out, and a (re)started service continues from that file.
+Ray restarts a dead VLMService with its original arguments, so without the file a restart
+would hand the same ids to other prompts; with it, an id never changes meaning in a run.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import numpy as np
 
 from sarl_dist.config import Config
 from sarl_dist.core.prompt_cache import RESET_ID, PromptCache
+from sarl_dist.runtime.checkpoint import write_atomic
+from sarl_dist.runtime.faults import Faults, restarted
 from sarl_dist.vlm import REMOTE, ask, identity, make_proposer
 from sarl_dist.vlm.base import HistoryItem, ProposalError, ProposalRequest, image_digest
 
@@ -90,13 +97,25 @@ class VLMService:
         task: str,
         cache_state: dict | None = None,
         responses: list[dict] | None = None,
+        cache_file: str | None = None,
     ) -> None:
         self.cfg, self.task = cfg, task
+        self.faults = Faults(cfg.faults, cfg.seed)
+        self.cache_file = Path(cache_file) if cache_file else None
         self.cache = PromptCache.from_state(cache_state) if cache_state else new_cache(cfg, task)
+        if self.cache_file is not None and self.cache_file.exists():
+            live = PromptCache.load(self.cache_file)
+            if live.texts[: len(self.cache)] != self.cache.texts:
+                raise ValueError(
+                    f"{self.cache_file} does not extend the checkpoint's prompt cache: "
+                    "prompt ids would change meaning"
+                )
+            self.cache = live
         if self.cache.capacity != cfg.cache.capacity:
             raise ValueError(
                 f"cache.capacity={cfg.cache.capacity} but the saved cache has {self.cache.capacity}"
             )
+        self._save_cache()
         self.proposer = make_proposer(cfg)
         self.remote = cfg.vlm.backend in REMOTE
         self.backend = json.dumps(identity(cfg), sort_keys=True)
@@ -155,6 +174,7 @@ class VLMService:
             self.meters["calls"] += 1
             start = time.perf_counter()
             try:
+                self.faults.vlm_backend_call()
                 answer = await ask(self.proposer, request)
             except ProposalError as exc:
                 self._failed(exc.kind, exc, exc.tokens)
@@ -185,6 +205,7 @@ class VLMService:
             cached = request.cached_prompts[RESET_ID + 1 :]
             order = request.scene_rng(self.cfg.seed).permutation(len(cached))
             prompts = tuple(cached[i] for i in order[: request.n])
+        before = len(self.cache)
         ids: list[int] = []
         for text in prompts:
             try:
@@ -198,7 +219,26 @@ class VLMService:
                 ids.append(pid)
         if self.cfg.cache.include_reset or not ids:
             ids.append(RESET_ID)
+        if len(self.cache) > before:
+            self._save_cache()
+            self.faults.vlm_cache_grew(before, len(self.cache))
         return ids, [self.cache.text(i) for i in ids]
+
+    def register(self, texts: list[str]) -> tuple[list[int], list[str]]:
+        """Ids for prompts a baseline fixes in advance (zero_shot, oracle), entered in the
+        cache like a proposal; a full cache that lacks one is a configuration error."""
+        before = len(self.cache)
+        ids = [self.cache.add(text) for text in texts]
+        missing = [t for t, i in zip(texts, ids, strict=True) if i is None]
+        if missing:
+            raise ValueError(f"the prompt cache is full and lacks {missing}; raise cache.capacity")
+        if len(self.cache) > before:
+            self._save_cache()
+        return ids, [self.cache.text(i) for i in ids]
+
+    def _save_cache(self) -> None:
+        if self.cache_file is not None:
+            write_atomic(self.cache_file, json.dumps(self.cache.state(), indent=1).encode())
 
     def prompt_texts(self) -> list[str]:
         return self.cache.texts
@@ -234,4 +274,5 @@ class VLMService:
             "batches": self.meters["batches"],
             "cache_size": len(self.cache),
             "cache_frozen": self.cache.frozen,
+            "restarted": restarted(),
         }

@@ -3,10 +3,13 @@
 A worker runs whole episodes and returns them; it never writes to the replay buffer
 itself. The driver commits a finished episode's transitions in one call, so a worker
 that dies mid-episode leaves nothing behind and the episode is simply run again.
+Anything that goes wrong inside an episode (the simulator, the VLA, the VLM) ends it with
+an exception; the driver decides whether to replace the worker and re-run the episode.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -20,10 +23,14 @@ from sarl_dist.core.policy import greedy_choice, softmax_choice, uniform_choice
 from sarl_dist.core.prompt_cache import RESET_ID
 from sarl_dist.core.qnet import load_numpy_weights
 from sarl_dist.core.replay import Batch
-from sarl_dist.envs import make_env
+from sarl_dist.envs import make_env, oracle_prompts
 from sarl_dist.envs.base import Observation
+from sarl_dist.runtime.faults import Faults
 from sarl_dist.vla import make_vla
 from sarl_dist.vla.base import ChunkedVLA
+from sarl_dist.vlm.base import HistoryItem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,27 +79,52 @@ class EnvWorker:
         self.num_prompts = cfg.cache.capacity
         self.texts = dict(enumerate(prompt_texts))
         self.q = build_q(self.num_prompts, cfg.q).eval() if cfg.learns else None
+        self.plan = self._plan()
         self.version = -1
+        self._weights_id: str | None = None  # the object id of the weights loaded into self.q
         self._staleness = 0
+        self.faults = Faults(cfg.faults, cfg.seed)
+        self._episodes_run = 0
 
     def ready(self) -> int:
         return self.index
 
-    def _prepare(self, obs: Observation) -> np.ndarray:
-        """Before a decision: A(s) from the VLMService and, at the same time, newer weights."""
-        proposal = self.vlm.propose.remote(obs.scene)
-        poll = self.learner.poll.remote(self.version) if self.q is not None else None
+    def _plan(self) -> list[int] | None:
+        """The prompt ids a fixed-sequence baseline issues, decision by decision."""
+        if self.cfg.method not in ("zero_shot", "oracle"):
+            return None
+        fixed = [self.env.spec.task] if self.cfg.method == "zero_shot" else oracle_prompts(self.cfg)
+        ids, texts = ray.get(self.vlm.register.remote(list(fixed)))
+        self.texts.update(zip(ids, texts, strict=True))
+        return ids
+
+    def _prepare(
+        self, obs: Observation, t: int, history: tuple[HistoryItem, ...] = ()
+    ) -> np.ndarray:
+        """Before decision t: A(s) from the VLMService and, at the same time, newer weights.
+
+        A fixed-sequence baseline needs no VLM: its candidate is its plan's next prompt (the
+        last one repeated). The VLM-only baseline's query carries the episode's history."""
+        if self.plan is not None:
+            return np.asarray([self.plan[min(t, len(self.plan) - 1)]], dtype=np.int64)
+        proposal = self.vlm.propose.remote(obs.scene, history)
+        poll = self.learner.poll.remote(self._weights_id) if self.q is not None else None
         ids, texts = ray.get(proposal)
         self.texts.update(zip(ids, texts, strict=True))
         if poll is not None:
             version, published_updates, updates_now, fresh = ray.get(poll)
             if fresh is not None:
-                load_numpy_weights(self.q, ray.get(fresh[0]))
-                self.version = version
+                try:
+                    load_numpy_weights(self.q, ray.get(fresh[0]))
+                    self.version, self._weights_id = version, fresh[0].hex()
+                except ray.exceptions.RayError as exc:  # the Learner died after publishing
+                    log.warning("weights v%d are gone (%s); keeping mine", version, exc)
             self._staleness = updates_now - published_updates
         return np.asarray(ids, dtype=np.int64)
 
     def _choose(self, obs: Observation, candidates: np.ndarray, greedy: bool, rng) -> int:
+        if self.cfg.method in ("zero_shot", "oracle", "vlm_only"):
+            return int(candidates[0])  # the plan's prompt, or the VLM's own first choice
         if self.q is None:
             return uniform_choice(candidates, rng)
         with torch.inference_mode():
@@ -112,10 +144,12 @@ class EnvWorker:
         """One episode: its summary and its transitions (None when greedy: eval stores nothing)."""
         start = time.perf_counter()
         rng = np.random.default_rng([seed, 1])
+        self._episodes_run += 1
         env, spec, trace = self.env, self.env.spec, _Trace()
         env.reset(seed)
         obs = env.observe()
-        candidates = self._prepare(obs)
+        history: list[HistoryItem] = []  # what the VLM-only baseline is shown
+        candidates = self._prepare(obs, 0)
         env_seconds = vla_seconds = 0.0
         steps, success = 0, False
         for t in range(spec.max_decisions):
@@ -133,7 +167,13 @@ class EnvWorker:
             success = result.success
             last = success or t == spec.max_decisions - 1
             terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
-            next_candidates = np.zeros(0, np.int64) if terminal else self._prepare(next_obs)
+            if self.cfg.method == "vlm_only":
+                history.append(HistoryItem(self.texts[prompt], obs.scene))
+            next_candidates = (
+                np.zeros(0, np.int64)
+                if terminal
+                else self._prepare(next_obs, t + 1, tuple(history))
+            )
             decision_seconds = time.perf_counter() - t0
             env_seconds += result.env_seconds + observe_seconds
             vla_seconds += result.vla_seconds
@@ -144,6 +184,8 @@ class EnvWorker:
             framework = decision_seconds - result.env_seconds - result.vla_seconds - observe_seconds
             trace.overhead_ms.append(1e3 * framework)
             obs, candidates = next_obs, next_candidates
+            if t == 0:
+                self.faults.worker_mid_episode(self._episodes_run)
             if last:
                 break
         summary = {

@@ -15,7 +15,9 @@ from LIBERO's BDDL, vlm/scene.py) it derives:
 
 Each query offers the decomposition steps first (up to n - 1) and fills the rest with a
 sample of the others, seeded by the run's seed and the image, so the same scene gets the
-same candidates. Which candidate works at which point is what RL has to learn.
+same candidates. Which candidate works at which point is what RL has to learn. Asked
+with an episode's history (the VLM-only baseline), it follows its decomposition one step
+per earlier decision, as an open-loop plan: the next step first, the last one repeated.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ class TemplateProposer:
                 normalize_prompt(o): o for o in others if normalize_prompt(o) not in step_keys
             }.values()
         )
+        if request.history:  # the VLM-only baseline: the next step of the plan comes first
+            k = min(len(request.history), len(steps) - 1)
+            steps = steps[k:] + steps[:k]
         steps, others = request.allowed(steps), request.allowed(others)
         rng = request.scene_rng(self.seed)
         head = steps[: max(1, request.n - 1)]

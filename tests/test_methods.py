@@ -1,0 +1,52 @@
+"""The baselines share SARL's runtime and differ only in who picks the prompt."""
+
+from __future__ import annotations
+
+import pytest
+
+from sarl_dist.config import load_config
+from sarl_dist.envs import env_spec, oracle_prompts
+from sarl_dist.testing import tiny_config
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _run(tmp_path, method):
+    from sarl_dist.runtime.driver import run_training
+    from sarl_dist.runtime.rundir import RunDir
+
+    cfg = tiny_config(f"method={method}", "train.episodes=6", "eval.every=6", "eval.episodes=12")
+    run = RunDir.create(tmp_path / method, cfg)
+    summary = run_training(cfg, run, show_progress=False)
+    return cfg, summary, run.read_jsonl("episodes.jsonl")
+
+
+def test_zero_shot_sends_the_task_sentence_and_fails_on_the_chain(tmp_path):
+    cfg, summary, episodes = _run(tmp_path, "zero_shot")
+    task = env_spec(cfg).task
+    assert all(text == task for e in episodes for _, text in e["prompts"])
+    assert summary["final_eval_success"] == 0.0
+    assert summary["vlm"]["requests"] == 0  # a fixed prompt needs no VLM
+
+
+def test_oracle_follows_the_atomic_sequence_and_mostly_succeeds(tmp_path):
+    cfg, summary, episodes = _run(tmp_path, "oracle")
+    plan = oracle_prompts(cfg)
+    for e in episodes:
+        texts = [text for _, text in e["prompts"]]
+        assert texts == [plan[min(t, len(plan) - 1)] for t in range(len(texts))]
+    assert summary["final_eval_success"] >= 0.5  # 0.95 per stage, 3 stages
+
+
+def test_vlm_only_takes_the_vlms_first_choice_with_history(tmp_path):
+    _, summary, episodes = _run(tmp_path, "vlm_only")
+    assert summary["vlm"]["requests"] >= sum(e["decisions"] for e in episodes)
+    assert summary["final_eval_success"] >= 0.5  # the chain's VLM reads the stage off the image
+    assert summary["updates"] == 0
+
+
+def test_vlm_only_decides_every_40_steps_on_libero_over_the_same_episode_length():
+    cfg = load_config("configs/libero10.yaml", ["method=vlm_only"])
+    assert (cfg.env.decision_steps, cfg.env.max_decisions) == (40, 15)
+    chain = tiny_config("method=vlm_only")
+    assert chain.env.decision_steps == tiny_config().env.decision_steps
