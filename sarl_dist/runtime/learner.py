@@ -36,6 +36,7 @@ from sarl_dist.core.replay import Batch, ReplayBuffer
 from sarl_dist.runtime import checkpoint as ckpt
 from sarl_dist.runtime.episode_log import EpisodeLog
 from sarl_dist.runtime.faults import Faults, restarted
+from sarl_dist.runtime.metrics import RunMetrics
 
 AGENT_FILE, REPLAY_FILE, LEARNER_FILE = "agent.pt", "replay.npz", "learner.json"
 
@@ -47,9 +48,11 @@ class Learner:
         num_prompts: int,
         checkpoints: str | None = None,
         episode_log: str | None = None,
+        run_name: str = "local",
     ) -> None:
         torch.set_num_threads(cfg.runtime.learner_threads)
         self.cfg = cfg
+        self.metrics = RunMetrics(run_name)
         self.faults = Faults(cfg.faults, cfg.seed)
         self._checkpoints = Path(checkpoints) if checkpoints else None
         self.log = EpisodeLog(episode_log) if episode_log else None
@@ -87,6 +90,7 @@ class Learner:
         before = self.replay.added
         self.replay.add(batch)
         self._committed.add(episode_id)
+        self.metrics.replay_size.set(len(self.replay))
         if self.cfg.learns:
             eligible = self.replay.added - max(before, self.cfg.learner.warmup)
             self._budget += max(0, eligible) * self.cfg.learner.updates_per_step
@@ -199,6 +203,8 @@ class Learner:
                 stats = self.agent.update(batch)
             self._update_seconds += time.perf_counter() - start
             self._loss = stats.loss
+            self.metrics.updates.inc()
+            self.metrics.loss.set(stats.loss)
             with self._cv:
                 dry = self._budget < 1
             if dry or self.agent.updates - self._published[1] >= lcfg.publish_every:

@@ -39,6 +39,7 @@ from sarl_dist.config import Config
 from sarl_dist.core.prompt_cache import RESET_ID, PromptCache
 from sarl_dist.runtime.checkpoint import write_atomic
 from sarl_dist.runtime.faults import Faults, restarted
+from sarl_dist.runtime.metrics import RunMetrics
 from sarl_dist.vlm import REMOTE, ask, identity, make_proposer
 from sarl_dist.vlm.base import HistoryItem, ProposalError, ProposalRequest, image_digest
 
@@ -98,8 +99,10 @@ class VLMService:
         cache_state: dict | None = None,
         responses: list[dict] | None = None,
         cache_file: str | None = None,
+        run_name: str = "local",
     ) -> None:
         self.cfg, self.task = cfg, task
+        self.metrics = RunMetrics(run_name)
         self.faults = Faults(cfg.faults, cfg.seed)
         self.cache_file = Path(cache_file) if cache_file else None
         self.cache = PromptCache.from_state(cache_state) if cache_state else new_cache(cfg, task)
@@ -146,6 +149,7 @@ class VLMService:
         prompts = self._answers.get(key)
         if prompts is not None:
             self.meters["cache_hits"] += 1
+            self.metrics.vlm_cache_hits.inc()
         else:
             query = self._inflight.get(key)
             if query is None:
@@ -172,6 +176,7 @@ class VLMService:
             await self._join_batch()
         async with self._slots:
             self.meters["calls"] += 1
+            self.metrics.vlm_calls.inc()
             start = time.perf_counter()
             try:
                 self.faults.vlm_backend_call()
@@ -202,6 +207,7 @@ class VLMService:
     def _ids(self, request: ProposalRequest, prompts: tuple[str, ...]) -> tuple[list, list]:
         if not prompts:
             self.meters["fallbacks"] += 1
+            self.metrics.vlm_fallbacks.inc()
             cached = request.cached_prompts[RESET_ID + 1 :]
             order = request.scene_rng(self.cfg.seed).permutation(len(cached))
             prompts = tuple(cached[i] for i in order[: request.n])

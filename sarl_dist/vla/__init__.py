@@ -22,16 +22,43 @@ def api_key(cfg: Config) -> str | None:
     return key
 
 
-def make_vla(cfg: Config, seed: int, address: tuple[str, int] | None = None) -> VLAPolicy:
-    """The worker's VLA: in process for the test bed, else a client of a policy server."""
+def configured_servers(cfg: Config) -> list[tuple[str, int]]:
+    """The policy servers of a kind=websocket run: vla.addresses, else vla.host:vla.port."""
+    if not cfg.vla.addresses:
+        return [(cfg.vla.host, cfg.vla.port)]
+    return [(host, int(port)) for host, _, port in (a.rpartition(":") for a in cfg.vla.addresses)]
+
+
+def servers_for(worker: int, servers: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Worker i's servers, the one it uses first: server i mod N, then the others in an
+    order that also turns with i, so the workers of a server that dies spread over the rest."""
+    n = len(servers)
+    if n < 2:
+        return list(servers)
+    first = worker % n
+    rest = [servers[(first + 1 + k) % n] for k in range(n - 1)]
+    turn = (worker // n) % (n - 1)
+    return [servers[first], *rest[turn:], *rest[:turn]]
+
+
+def make_vla(cfg: Config, seed: int, servers: list[tuple[str, int]] | None = None) -> VLAPolicy:
+    """The worker's VLA: in process for the test bed, else a client of its policy servers
+    (`servers_for` order; default: the configured ones)."""
     if cfg.vla.kind == "skill_chain":
         from sarl_dist.envs.skill_chain import SkillChainVLA
 
         return SkillChainVLA(cfg.env.skill_chain, seed=seed)
     from sarl_dist.vla.client import WebsocketVLA
 
-    host, port = address if address is not None else (cfg.vla.host, cfg.vla.port)
-    return WebsocketVLA(host, port, api_key(cfg), cfg.vla.connect_timeout)
+    (host, port), *others = servers or configured_servers(cfg)
+    return WebsocketVLA(
+        host,
+        port,
+        api_key(cfg),
+        cfg.vla.connect_timeout,
+        others=others,
+        failover_after=cfg.vla.failover_after,
+    )
 
 
 def make_server_policy(name: str, cfg: Config) -> tuple[VLAPolicy, dict[str, Any]]:
