@@ -11,16 +11,13 @@ drive the same skill VLA in the same process, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
 
 from sarl_dist.config import load_config
 from sarl_dist.envs import make_env
 from sarl_dist.envs.libero import ORACLE_PROMPTS
+from sarl_dist.report.bench import emit
 from sarl_dist.vla.base import ChunkedVLA
 from sarl_dist.vla.skill_vla import SkillVLA
 
@@ -71,12 +68,7 @@ def main() -> None:
         "steps_per_s_render_every_step": round(every, 1),
         "ratio": round(on_demand / every, 2),
     }
-    print(json.dumps(row))
-    table = Table(title="one LIBERO worker, low-level steps per second")
-    for key in row:
-        table.add_column(key, justify="right")
-    table.add_row(*(str(v) for v in row.values()))
-    Console(width=200).print(table)
+    emit("one LIBERO worker, low-level steps per second", [row], result=row)
 
 
 if __name__ == "__main__":

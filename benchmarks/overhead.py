@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from sarl_dist.config import Config, apply_overrides, build_config, read_yaml
 from sarl_dist.core.agent import build_q
 from sarl_dist.core.policy import softmax_choice
 from sarl_dist.core.prompt_cache import RESET_ID
 from sarl_dist.envs import make_env
+from sarl_dist.report.bench import emit
 from sarl_dist.runtime.driver import run_training
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService
@@ -104,15 +102,7 @@ def main() -> None:
                     }
                 )
     ray.shutdown()
-    print(json.dumps(rows, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
-    table = Table(title="skill chain: framework overhead per decision")
-    for key in rows[0]:
-        table.add_column(key, justify="right")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    Console(width=200).print(table)
+    emit("skill chain: framework overhead per decision", rows, args.out)
 
 
 if __name__ == "__main__":

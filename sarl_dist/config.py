@@ -93,9 +93,12 @@ class EnvConfig(_Section):
 class VLAConfig(_Section):
     """How workers reach the VLA.
 
-    skill_chain: the test bed's VLA, in process. skill: the run serves the LIBERO skill
-    VLA itself (a VLAServer actor speaking openpi's protocol) and workers connect to it
-    exactly as to pi0.5. websocket: an existing openpi policy server at host:port.
+    skill_chain: the test bed's VLA, in process. skill: the run serves a VLA itself
+    (`replicas` VLAServer actors speaking openpi's protocol, each in process or as a
+    `server_command` subprocess) and workers connect to it exactly as to pi0.5.
+    websocket: existing openpi policy servers at `addresses` (or host:port).
+    Worker i starts on server i mod N; a server it loses and cannot reach again within
+    `failover_after` seconds is left for another live one (docs/scaling.md).
     """
 
     kind: Literal["skill_chain", "skill", "websocket"] = "skill_chain"
@@ -107,8 +110,47 @@ class VLAConfig(_Section):
     api_key_env: str | None = Field(
         None, description="Name of the environment variable holding the server's API key."
     )
+    addresses: tuple[str, ...] = Field(
+        (),
+        description="host:port of each policy server (kind=websocket); empty: host and port.",
+    )
     connect_timeout: float = Field(60.0, gt=0, description="Seconds to keep retrying a connect.")
-    server_cpus: float = Field(0.25, gt=0, description="Ray CPUs of the run's own VLA server.")
+    failover_after: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a worker retries a server it lost before moving to another live "
+        "one (several servers); the episode in progress is run again either way.",
+    )
+    served_policy: Literal["skill", "skill_chain"] = Field(
+        "skill",
+        description="What the run's own servers serve (kind=skill): the LIBERO skill VLA, or "
+        "the test bed's VLA over the same protocol (fast tests of serving and failover).",
+    )
+    replicas: int = Field(
+        1, ge=1, description="Policy servers the run starts (kind=skill), one Ray actor each."
+    )
+    server_command: tuple[str, ...] = Field(
+        (),
+        description="Command each replica runs as its subprocess, with {host}, {port}, {policy} "
+        "and {config} (the run's config as a YAML file) filled in, e.g. sarl serve-vla --config "
+        "{config} --policy {policy} --port {port}, or openpi's scripts/serve_policy.py; it is "
+        "ready when GET /healthz answers 200. Empty: served inside the actor's process.",
+    )
+    server_start_timeout: float = Field(
+        600.0, gt=0, description="Seconds a server subprocess may take to answer /healthz."
+    )
+    server_bind: str = Field(
+        "127.0.0.1",
+        description="Interface the run's own servers bind; 0.0.0.0 lets workers on other nodes "
+        "reach them (they are then given the node's IP).",
+    )
+    server_cpus: float = Field(0.25, gt=0, description="Ray CPUs of each of the run's VLA servers.")
+    server_gpus: float = Field(0.0, ge=0, description="Ray GPUs of each of the run's VLA servers.")
+    server_resources: dict[str, float] = Field(
+        {},
+        description="Ray custom resources each of the run's VLA servers declares, e.g. "
+        "{vla_server: 1}, which the cluster configs advertise once per GPU.",
+    )
     action_noise: float = Field(
         0.05, ge=0, description="Skill VLA: std of the noise on its motion commands."
     )
@@ -118,6 +160,45 @@ class VLAConfig(_Section):
         le=1,
         description="Skill VLA: share of compound prompts that run their first clause.",
     )
+
+    @field_validator("addresses")
+    @classmethod
+    def _host_port(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        for item in addresses:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"{item!r} is not host:port with a port in 1..65535")
+        return addresses
+
+    @field_validator("server_command")
+    @classmethod
+    def _names_its_port(cls, command: tuple[str, ...]) -> tuple[str, ...]:
+        """A server whose port the replica does not choose could not be found."""
+        if command and not any("{port}" in part for part in command):
+            raise ValueError("the command must contain {port} (the replica picks a free one)")
+        return command
+
+    @field_validator("server_resources")
+    @classmethod
+    def _custom_only(cls, resources: dict[str, float]) -> dict[str, float]:
+        """Ray takes CPUs and GPUs as their own options; a negative amount is a typo."""
+        for name, amount in resources.items():
+            if name in ("CPU", "GPU", "memory") or amount <= 0:
+                raise ValueError(
+                    f"{name}={amount}: give custom resources with positive amounts "
+                    "(CPUs and GPUs are server_cpus and server_gpus)"
+                )
+        return resources
+
+    @model_validator(mode="after")
+    def _servers_fit_the_kind(self) -> VLAConfig:
+        if self.addresses and self.kind != "websocket":
+            raise ValueError(f"vla.addresses applies to kind=websocket, not {self.kind}")
+        if (self.replicas > 1 or self.server_command) and self.kind != "skill":
+            raise ValueError(
+                f"vla.replicas and vla.server_command apply to kind=skill, not {self.kind}"
+            )
+        return self
 
 
 class GeminiConfig(_Section):
@@ -294,7 +375,18 @@ class RuntimeConfig(_Section):
 
 class EvalConfig(_Section):
     every: int = Field(50, ge=1, description="Training episodes between evaluation points.")
-    episodes: int = Field(20, ge=1, description="Greedy episodes per evaluation point.")
+    episodes: int = Field(
+        64,
+        ge=1,
+        description="Greedy episodes per evaluation point (SARL: 64); episode j starts from "
+        "the benchmark's j-th fixed init state.",
+    )
+    videos: int = Field(
+        0,
+        ge=0,
+        description="Evaluation episodes per point saved as MP4 (agentview, the active prompt "
+        "drawn on it) under the run's videos/.",
+    )
 
 
 class TrainConfig(_Section):

@@ -113,6 +113,16 @@ def test_skill_vla_solves_task_0_with_atomic_prompts_but_not_with_the_task(env):
     assert not env.success()
 
 
+def test_an_init_index_picks_the_benchmarks_fixed_init_state(env):
+    env.reset(123, init_index=3)
+    assert env.init_index == 3
+    soup = env.privileged()["objects"]["alphabet_soup_1"].copy()
+    env.reset(456, init_index=3)  # the seed does not move what the init state fixes
+    np.testing.assert_allclose(env.privileged()["objects"]["alphabet_soup_1"], soup, atol=1e-3)
+    env.reset(123)
+    assert env.init_index == int(np.random.default_rng(123).integers(len(env.init_states)))
+
+
 def test_reset_to_home_returns_the_arm(env):
     env.reset(1)
     for _ in range(40):
@@ -202,6 +212,7 @@ def test_sarl_on_libero_through_the_served_skill_vla(tmp_path):
         "train.episodes=2",
         "eval.every=2",
         "eval.episodes=1",
+        "eval.videos=1",
     )
     run = RunDir.create(tmp_path / "run", cfg)
     summary = run_training(cfg, run, show_progress=False)
@@ -209,6 +220,9 @@ def test_sarl_on_libero_through_the_served_skill_vla(tmp_path):
     assert summary["episodes"] == 2 and len(episodes) == 2
     assert all(e["steps"] > 0 and e["vla_seconds"] > 0 for e in episodes)
     assert summary["vlm_calls"] > 0
+    videos = sorted(p.name for p in (run.path / "videos").glob("*.mp4"))  # at 0 and at 2
+    assert [v[:13] for v in videos] == ["eval-00000-00", "eval-00002-00"]
+    assert all((run.path / "videos" / v).stat().st_size > 1000 for v in videos)
 
 
 def test_stove_prompts_ground_to_the_knob_and_hand_yaw_helpers():

@@ -47,7 +47,7 @@ def test_a_sweep_runs_concurrently_and_resume_redoes_only_what_is_missing(tmp_pa
     spec, out = _sweep_file(tmp_path), tmp_path / "out"
     results = run_sweep(spec, out, None, resume=False, show_progress=False)
     assert sorted(results) == [r.name for r in sorted(plan(spec), key=lambda r: r.name)]
-    assert all(r["episodes"] == 4 for r in results.values())
+    assert all(r["episodes"] == 4 and r["nodes"] for r in results.values())
     finished = {n: (out / n / "summary.json").stat().st_mtime_ns for n in results}
 
     # a stopped sweep: one run never finished, another never started

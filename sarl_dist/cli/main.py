@@ -86,7 +86,7 @@ def probe(
     suite: Annotated[str, typer.Option(help="LIBERO suite.")] = "libero_10",
     task: Annotated[str, typer.Option(help="Task index or name.")] = "0",
     episodes: Annotated[
-        int, typer.Option(help="Episodes, seeded 0..N-1 (each draws a fixed init state).")
+        int, typer.Option(help="Episodes, from the fixed init states 0..N-1.")
     ] = 20,
     video: Annotated[Path | None, typer.Option(help="Write one MP4 per episode here.")] = None,
     config: Annotated[

@@ -44,8 +44,12 @@ class Env(ABC):
     spec: EnvSpec
 
     @abstractmethod
-    def reset(self, seed: int) -> None:
-        """Start an episode; `seed` fixes everything random in it (init state, noise)."""
+    def reset(self, seed: int, init_index: int | None = None) -> None:
+        """Start an episode; `seed` fixes everything random in it (init state, noise).
+
+        `init_index` picks the benchmark's fixed initial condition of that index instead
+        (evaluation runs over them in order, as LIBERO's protocol does), where it has any.
+        """
 
     @abstractmethod
     def observe(self) -> Observation: ...

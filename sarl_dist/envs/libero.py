@@ -242,13 +242,11 @@ class LiberoEnv(Env):
         return self._env.env.sim  # robosuite may rebuild the simulator on reset
 
     # ---------------------------------------------------------------- episode
-    def reset(self, seed: int) -> None:
+    def reset(self, seed: int, init_index: int | None = None) -> None:
         rng = np.random.default_rng(seed)
-        index = (
-            self.lcfg.init_state
-            if self.lcfg.init_state is not None
-            else rng.integers(len(self.init_states))
-        )
+        if init_index is None:
+            init_index = self.lcfg.init_state
+        index = init_index if init_index is not None else rng.integers(len(self.init_states))
         self.init_index = int(index) % len(self.init_states)
         self._env.seed(int(seed) % (2**31))
         self._env.reset()

@@ -134,8 +134,8 @@ class SkillChainEnv(Env):
         self.spec = spec(cfg)
         self.reset(0)
 
-    def reset(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
+    def reset(self, seed: int, init_index: int | None = None) -> None:
+        self._rng = np.random.default_rng(seed)  # one scene, so no fixed initial conditions
         self.stage = 0
         self._background = int(self._rng.integers(70, 140))
         self._current = -1

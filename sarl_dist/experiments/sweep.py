@@ -162,8 +162,20 @@ def run_sweep(
     if not resume and any(s != "new" for s in started.values()):
         raise ConfigError(f"{out} already holds runs of a sweep; add --resume to finish it")
     (out / "sweep.yaml").write_text(yaml.safe_dump(json.loads(spec.model_dump_json())))
-    if not ray.is_initialized():
+    started_ray = not ray.is_initialized()
+    if started_ray:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:  # an interrupted sweep stops its runs with it; --resume picks them up
+        return _drive(runs, out, started, spec.max_concurrent or len(runs), show_progress)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _drive(
+    runs: list[PlannedRun], out: Path, started: dict[str, str], limit: int, show_progress: bool
+) -> dict[str, dict]:
+    """Admit runs while their CPUs are free, collect their summaries, show progress."""
     capacity = ray.cluster_resources().get("CPU", 0.0)
     too_big = [r.name for r in runs if cpus_needed(r.cfg) > capacity]
     if too_big:
@@ -175,7 +187,6 @@ def run_sweep(
     results: dict[str, dict] = {}
     pending: dict = {}
     free = capacity
-    limit = spec.max_concurrent or len(runs)
     console = Console(stderr=True)
     live = Live(_view(runs, out, state), console=console, refresh_per_second=1)
     if show_progress:

@@ -8,7 +8,8 @@ greedy episodes on the workers and checkpoints everything a resume needs.
 
 Faults (docs/reliability.md): an episode whose worker dies or raises is run again from
 its start on a fresh worker, at most `runtime.episode_attempts` times; one cut short by
-a dropped VLA connection is run again on the same, reconnected worker. Its transitions
+a dropped VLA connection is run again on the same, reconnected worker (moved to another
+policy server replica when its own stays away; see docs/scaling.md). Its transitions
 never left the worker, so nothing of it reaches the replay buffer and the episode count
 stays exact. The Learner and the VLMService are restarted by Ray and restore themselves
 from the run directory; every handle to them stays valid.
@@ -26,7 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import (
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sarl_dist.config import Config
@@ -35,11 +40,13 @@ from sarl_dist.envs import env_spec
 from sarl_dist.runtime import checkpoint as ckpt
 from sarl_dist.runtime.episode_log import EpisodeLog
 from sarl_dist.runtime.learner import Learner
+from sarl_dist.runtime.metrics import Rate, RunMetrics
 from sarl_dist.runtime.progress import Progress
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vla_server import VLAServer
 from sarl_dist.runtime.vlm_service import VLMService, append_responses, load_responses
 from sarl_dist.runtime.worker import EnvWorker
+from sarl_dist.vla import configured_servers, servers_for
 from sarl_dist.vla.client import VLAConnectionLostError
 
 PLACEMENT_TIMEOUT_S = 120.0
@@ -89,22 +96,29 @@ class Driver:
         self.state = DriverState()
         self.progress = Progress(cfg.train.episodes, enabled=show_progress)
         self._pg = None
+        self.nodes: list[str] = []
         self._services: list = []
         self.workers: list = []
-        self._vla_address: tuple[str, int] | None = None
+        self.vla_servers: list = []  # the run's own VLAServer actors (vla.kind=skill)
+        self._vla_addresses: list[tuple[str, int]] = []
         self.faults: Counter[str] = Counter()
         self._overhead: list[float] = []
         self._staleness: list[int] = []
         self._decisions = 0
         self._train_seconds = 0.0
+        self.metrics = RunMetrics(run.path.name)
+        self._decision_rate, self._update_rate = Rate(), Rate()
         store = cfg.vlm.response_store
         self.responses = Path(store) if store else run.path / RESPONSES_FILE
 
     # ---------------------------------------------------------------- start-up
-    def _options(self, bundle: int, cpus: float, gpus: float = 0.0) -> dict:
+    def _options(
+        self, bundle: int, cpus: float, gpus: float = 0.0, resources: dict | None = None
+    ) -> dict:
         return {
             "num_cpus": cpus,
             "num_gpus": gpus,
+            "resources": resources or {},
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 placement_group=self._pg, placement_group_bundle_index=bundle
             ),
@@ -115,26 +129,27 @@ class Driver:
         bundles = [{"CPU": rt.learner_cpus}, {"CPU": rt.vlm_cpus}]
         worker = {"CPU": rt.worker_cpus} | ({"GPU": rt.worker_gpus} if rt.worker_gpus else {})
         bundles += [worker] * rt.num_workers
-        serves_vla = self.cfg.vla.kind == "skill"
-        if serves_vla:
-            bundles.append({"CPU": self.cfg.vla.server_cpus})
+        vla = self.cfg.vla
+        replicas = vla.replicas if vla.kind == "skill" else 0
+        server = {"CPU": vla.server_cpus} | ({"GPU": vla.server_gpus} if vla.server_gpus else {})
+        bundles += [server | vla.server_resources] * replicas
         self._pg = placement_group(
             bundles, strategy=rt.placement, name=f"sarl-{self.run.path.name}"
         )
         ready, _ = ray.wait([self._pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
-            need = sum(b["CPU"] for b in bundles)
+            need: Counter[str] = Counter()
+            for bundle in bundles:
+                need.update(bundle)
+            free = ray.available_resources()
             raise RunError(
                 f"the cluster could not place this run's actors within {PLACEMENT_TIMEOUT_S:.0f}s "
-                f"({need:g} CPUs in {len(bundles)} bundles, strategy {rt.placement}); "
-                f"available: {ray.available_resources().get('CPU', 0):g} CPUs"
-                + (
-                    f", {ray.available_resources().get('GPU', 0):g} GPUs (workers declare "
-                    f"{rt.worker_gpus:g} each)"
-                    if rt.worker_gpus
-                    else ""
-                )
+                f"(needs {', '.join(f'{v:g} {k}' for k, v in need.items())} in {len(bundles)} "
+                f"bundles, strategy {rt.placement}); available: "
+                + ", ".join(f"{free.get(k, 0):g} {k}" for k in need)
             )
+        placed = placement_group_table(self._pg)["bundles_to_node_id"].values()
+        self.nodes = sorted(set(placed))  # where this run's actors live, for the summary
         cache_state = None
         if resume_from is not None:
             cache_state = PromptCache.load(resume_from / CACHE_FILE).state()
@@ -144,7 +159,11 @@ class Driver:
                 max_concurrency=8, **durable, **self._options(0, rt.learner_cpus)
             )
         ).remote(
-            self.cfg, self.cfg.cache.capacity, str(self.run.checkpoints), str(self.run.episode_log)
+            self.cfg,
+            self.cfg.cache.capacity,
+            str(self.run.checkpoints),
+            str(self.run.episode_log),
+            self.run.path.name,
         )
         self.vlm = (
             ray.remote(VLMService)
@@ -155,17 +174,26 @@ class Driver:
                 cache_state,
                 load_responses(self.responses),
                 str(self.run.prompt_cache),
+                self.run.path.name,
             )
         )
         self._services = [self.learner, self.vlm]
-        if serves_vla:
-            server = (
-                ray.remote(VLAServer)
-                .options(**self._options(len(bundles) - 1, self.cfg.vla.server_cpus))
-                .remote(self.cfg)
+        first = 2 + rt.num_workers
+        self.vla_servers = [
+            ray.remote(VLAServer)
+            .options(
+                **self._options(
+                    first + i, vla.server_cpus, vla.server_gpus, dict(vla.server_resources)
+                )
             )
-            self._services.append(server)
-            self._vla_address = ray.get(server.address.remote())
+            .remote(self.cfg)
+            for i in range(replicas)
+        ]
+        self._services += self.vla_servers
+        if vla.kind == "websocket":
+            self._vla_addresses = configured_servers(self.cfg)
+        else:
+            self._vla_addresses = ray.get([s.address.remote() for s in self.vla_servers])
         self.workers = [self._new_worker(i) for i in range(rt.num_workers)]
         ray.get([w.ready.remote() for w in self.workers])
 
@@ -175,7 +203,14 @@ class Driver:
         return (
             ray.remote(EnvWorker)
             .options(**self._options(2 + slot, rt.worker_cpus, rt.worker_gpus))
-            .remote(self.cfg, slot, self.learner, self.vlm, texts, self._vla_address)
+            .remote(
+                self.cfg,
+                slot,
+                self.learner,
+                self.vlm,
+                texts,
+                servers_for(slot, self._vla_addresses),
+            )
         )
 
     def stop(self) -> None:
@@ -183,11 +218,13 @@ class Driver:
             ray.kill(actor)
         if self._pg is not None:
             remove_placement_group(self._pg)
-        self._services, self.workers, self._pg = [], [], None
+        self._services, self.workers, self.vla_servers, self._pg = [], [], [], None
         self.progress.close()
 
     # ---------------------------------------------------------------- episodes
-    def _run_episodes(self, jobs: list[tuple[int, int]], greedy: bool, on_done) -> None:
+    def _run_episodes(
+        self, jobs: list[tuple[int, int]], greedy: bool, on_done, videos: dict | None = None
+    ) -> None:
         """Run (episode, seed) jobs, each worker always busy; on_done(summary, batch_ref).
 
         A job that fails is queued again and run from its start; only whole episodes reach
@@ -199,7 +236,8 @@ class Driver:
         while queue or pending:
             while queue and idle:
                 slot, job = idle.pop(), queue.pop()
-                summary_ref, batch_ref = self.workers[slot].run_episode.remote(*job, greedy)
+                video = (videos or {}).get(job[0])
+                summary_ref, batch_ref = self.workers[slot].run_episode.remote(*job, greedy, video)
                 pending[summary_ref] = (slot, job, batch_ref)
             done, _ = ray.wait(list(pending), num_returns=1)
             slot, job, batch_ref = pending.pop(done[0])
@@ -225,6 +263,7 @@ class Driver:
         lost_link = kind == "vla_disconnect"
         setbacks[job, lost_link] += 1
         self.faults[kind] += 1
+        self.metrics.faults.inc(tags={"kind": kind})
         error = describe(exc)
         self.run.log_failure(
             {"episode": episode, "seed": seed, "worker": slot, "kind": kind, "error": error}
@@ -252,9 +291,11 @@ class Driver:
             self._decisions += summary["decisions"]
             learner = self._learner_stats()
             vlm = self._save_responses()
+            live = self._record(summary, learner)
             self.run.log_scalars(
                 summary["episode"],
                 {
+                    **live,
                     "learner/loss": learner["loss"],
                     "learner/updates": learner["updates"],
                     "learner/replay_size": learner["replay_size"],
@@ -272,6 +313,22 @@ class Driver:
         self._run_episodes(jobs, greedy=False, on_done=commit)
         self._train_seconds += time.perf_counter() - start_time
 
+    def _record(self, summary: dict, learner: dict) -> dict:
+        """Send a committed episode to the live metrics; the rates, for TensorBoard."""
+        m = self.metrics
+        m.episodes.inc()
+        if summary["success"]:
+            m.successes.inc()
+        for behind in summary["staleness_updates"]:
+            m.staleness.observe(behind)
+        rates = {
+            "train/decisions_per_second": self._decision_rate(self._decisions),
+            "learner/updates_per_second": self._update_rate(learner["updates"]),
+        }
+        m.decisions_per_second.set(rates["train/decisions_per_second"])
+        m.updates_per_second.set(rates["learner/updates_per_second"])
+        return {**rates, "train/successes": self.state.successes}
+
     def _learner_stats(self) -> dict:
         return ray.get(self.learner.stats.remote())
 
@@ -284,8 +341,11 @@ class Driver:
     def evaluate(self) -> float:
         start = time.perf_counter()
         results: list[dict] = []
+        # Evaluation episode j is numbered -1 - j; it starts from the j-th fixed init state.
         jobs = [(-1 - j, eval_seed(self.cfg, j)) for j in range(self.cfg.eval.episodes)]
-        self._run_episodes(jobs, greedy=True, on_done=lambda s, _: results.append(s))
+        prefix = self.run.path / "videos" / f"eval-{self.state.episodes:05d}"
+        videos = {-1 - j: f"{prefix}-{j:02d}" for j in range(self.cfg.eval.videos)}
+        self._run_episodes(jobs, True, lambda s, _: results.append(s), videos)
         mean, se = _mean_se([float(r["success"]) for r in results])
         record = {
             "episodes_seen": self.state.episodes,
@@ -296,6 +356,7 @@ class Driver:
             "updates": self._learner_stats()["updates"],
         }
         self.state.eval_curve.append([self.state.episodes, mean])
+        self.metrics.eval_success.set(mean)
         self.run.log_eval(record)
         self.progress.evaluation(record)
         return mean
@@ -347,6 +408,7 @@ class Driver:
         curve = self.state.eval_curve
         return {
             "method": self.cfg.method,
+            "nodes": self.nodes,
             "seed": self.cfg.seed,
             "env": self.cfg.env.kind,
             "task": self.spec.task,

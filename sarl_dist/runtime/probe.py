@@ -19,63 +19,21 @@ import numpy as np
 from sarl_dist.config import Config
 from sarl_dist.core.prompt_cache import RESET_PROMPT, normalize_prompt
 from sarl_dist.envs import make_env
-from sarl_dist.envs.base import Env
+from sarl_dist.report.video import Recorder
 from sarl_dist.runtime.vla_server import VLAServer
 from sarl_dist.vla import make_vla
 from sarl_dist.vla.base import ChunkedVLA
-
-VIDEO_EVERY = 4  # low-level steps between video frames (LIBERO runs at 20 Hz)
 
 
 @contextlib.contextmanager
 def vla_for(cfg: Config, seed: int, action_dim: int) -> Iterator[ChunkedVLA]:
     server = VLAServer(cfg) if cfg.vla.kind == "skill" else None
-    address = server.address() if server is not None else None
+    servers = [server.address()] if server is not None else None
     try:
-        yield ChunkedVLA(make_vla(cfg, seed, address), cfg.vla.replan_steps, action_dim)
+        yield ChunkedVLA(make_vla(cfg, seed, servers), cfg.vla.replan_steps, action_dim)
     finally:
         if server is not None:
             server.stop()
-
-
-def _label(frame: np.ndarray, text: str) -> np.ndarray:
-    import textwrap
-
-    import cv2
-
-    out = np.ascontiguousarray(frame)
-    lines = textwrap.wrap(text, 48)[:3]
-    cv2.rectangle(out, (0, 0), (out.shape[1], 4 + 13 * len(lines)), (0, 0, 0), -1)
-    for i, line in enumerate(lines):
-        cv2.putText(out, line, (3, 13 + 13 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1)
-    return out
-
-
-class _Recorder:
-    """Wraps env.step to grab a labelled agentview frame every few steps."""
-
-    def __init__(self, env: Env) -> None:
-        self.env, self.frames, self.prompt, self._n = env, [], "", 0
-        self._step = env.step
-
-    def __enter__(self) -> _Recorder:
-        def step(action):
-            self._step(action)
-            self._n += 1
-            if self._n % VIDEO_EVERY == 0:
-                self.frames.append(_label(self.env.observe().scene, self.prompt))
-
-        self.env.step = step
-        return self
-
-    def __exit__(self, *exc) -> None:
-        del self.env.step
-
-    def save(self, path: Path) -> None:
-        import imageio
-
-        if self.frames:
-            imageio.mimwrite(path, self.frames, fps=20 // VIDEO_EVERY, macro_block_size=1)
 
 
 def probe(cfg: Config, prompts: list[str], episodes: int, video_dir: Path | None = None) -> dict:
@@ -89,8 +47,8 @@ def probe(cfg: Config, prompts: list[str], episodes: int, video_dir: Path | None
     with vla_for(cfg, cfg.seed, env.spec.action_dim) as vla:
         for episode in range(episodes):
             start = time.perf_counter()
-            env.reset(episode)
-            recorder = _Recorder(env) if video_dir else contextlib.nullcontext()
+            env.reset(episode, init_index=episode)  # LIBERO's i-th fixed init state
+            recorder = Recorder(env) if video_dir else contextlib.nullcontext()
             with recorder:
                 used = 0
                 for prompt in sequence:

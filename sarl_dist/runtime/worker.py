@@ -9,9 +9,11 @@ an exception; the driver decides whether to replace the worker and re-run the ep
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -25,6 +27,7 @@ from sarl_dist.core.qnet import load_numpy_weights
 from sarl_dist.core.replay import Batch
 from sarl_dist.envs import make_env, oracle_prompts
 from sarl_dist.envs.base import Observation
+from sarl_dist.report.video import Recorder
 from sarl_dist.runtime.faults import Faults
 from sarl_dist.vla import make_vla
 from sarl_dist.vla.base import ChunkedVLA
@@ -66,13 +69,13 @@ class EnvWorker:
         learner,
         vlm,
         prompt_texts: list[str],
-        vla_address: tuple[str, int] | None = None,
+        vla_servers: list[tuple[str, int]] | None = None,
     ) -> None:
         torch.set_num_threads(cfg.runtime.torch_threads)
         self.cfg, self.index, self.learner, self.vlm = cfg, index, learner, vlm
         self.env = make_env(cfg)
         self.vla = ChunkedVLA(
-            make_vla(cfg, seed=cfg.seed * 1000 + index, address=vla_address),
+            make_vla(cfg, seed=cfg.seed * 1000 + index, servers=vla_servers),
             cfg.vla.replan_steps,
             self.env.spec.action_dim,
         )
@@ -140,54 +143,74 @@ class EnvWorker:
         return mask
 
     @ray.method(num_returns=2)
-    def run_episode(self, episode: int, seed: int, greedy: bool) -> tuple[dict, Batch | None]:
-        """One episode: its summary and its transitions (None when greedy: eval stores nothing)."""
+    def run_episode(
+        self, episode: int, seed: int, greedy: bool, video: str | None = None
+    ) -> tuple[dict, Batch | None]:
+        """One episode: its summary and its transitions (None when greedy: eval stores nothing).
+
+        Evaluation episode j (numbered -1 - j) starts from the benchmark's j-th fixed init
+        state; with `video`, the episode is also saved as `<video>-ok|fail.mp4`."""
         start = time.perf_counter()
         rng = np.random.default_rng([seed, 1])
         self._episodes_run += 1
         env, spec, trace = self.env, self.env.spec, _Trace()
-        env.reset(seed)
+        env.reset(seed, init_index=-1 - episode if episode < 0 else None)
+        recorder = Recorder(env) if video else contextlib.nullcontext()
         obs = env.observe()
         history: list[HistoryItem] = []  # what the VLM-only baseline is shown
         candidates = self._prepare(obs, 0)
         env_seconds = vla_seconds = 0.0
         steps, success = 0, False
-        for t in range(spec.max_decisions):
-            t0 = time.perf_counter()
-            prompt = self._choose(obs, candidates, greedy, rng)
-            trace.versions.append(self.version)
-            trace.staleness.append(self._staleness)
-            if prompt == RESET_ID:
-                result = env.run_reset()
-            else:
-                result = env.run_prompt(self.texts[prompt], self.vla)
-            t1 = time.perf_counter()
-            next_obs = env.observe()
-            observe_seconds = time.perf_counter() - t1
-            success = result.success
-            last = success or t == spec.max_decisions - 1
-            terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
-            if self.cfg.method == "vlm_only":
-                history.append(HistoryItem(self.texts[prompt], obs.scene))
-            next_candidates = (
-                np.zeros(0, np.int64)
-                if terminal
-                else self._prepare(next_obs, t + 1, tuple(history))
-            )
-            decision_seconds = time.perf_counter() - t0
-            env_seconds += result.env_seconds + observe_seconds
-            vla_seconds += result.vla_seconds
-            steps += result.steps
-            trace.add(
-                obs, next_obs, prompt, float(success), float(terminal), self._mask(next_candidates)
-            )
-            framework = decision_seconds - result.env_seconds - result.vla_seconds - observe_seconds
-            trace.overhead_ms.append(1e3 * framework)
-            obs, candidates = next_obs, next_candidates
-            if t == 0:
-                self.faults.worker_mid_episode(self._episodes_run)
-            if last:
-                break
+        with recorder:
+            for t in range(spec.max_decisions):
+                t0 = time.perf_counter()
+                prompt = self._choose(obs, candidates, greedy, rng)
+                if video:
+                    recorder.prompt = self.texts[prompt]
+                trace.versions.append(self.version)
+                trace.staleness.append(self._staleness)
+                if prompt == RESET_ID:
+                    result = env.run_reset()
+                else:
+                    result = env.run_prompt(self.texts[prompt], self.vla)
+                t1 = time.perf_counter()
+                next_obs = env.observe()
+                observe_seconds = time.perf_counter() - t1
+                success = result.success
+                last = success or t == spec.max_decisions - 1
+                terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
+                if self.cfg.method == "vlm_only":
+                    history.append(HistoryItem(self.texts[prompt], obs.scene))
+                next_candidates = (
+                    np.zeros(0, np.int64)
+                    if terminal
+                    else self._prepare(next_obs, t + 1, tuple(history))
+                )
+                decision_seconds = time.perf_counter() - t0
+                env_seconds += result.env_seconds + observe_seconds
+                vla_seconds += result.vla_seconds
+                steps += result.steps
+                trace.add(
+                    obs,
+                    next_obs,
+                    prompt,
+                    float(success),
+                    float(terminal),
+                    self._mask(next_candidates),
+                )
+                framework = (
+                    decision_seconds - result.env_seconds - result.vla_seconds - observe_seconds
+                )
+                trace.overhead_ms.append(1e3 * framework)
+                obs, candidates = next_obs, next_candidates
+                if t == 0:
+                    self.faults.worker_mid_episode(self._episodes_run)
+                if last:
+                    break
+        if video:
+            path = Path(f"{video}-{'ok' if success else 'fail'}.mp4")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            recorder.save(path)
         summary = {
             "episode": episode,
             "worker": self.index,
@@ -204,5 +227,9 @@ class EnvWorker:
             "policy_versions": trace.versions,
             "staleness_updates": trace.staleness,
             "overhead_ms": trace.overhead_ms,
+            # The policy server that served the whole episode (None: the VLA is in process).
+            "vla_server": getattr(self.vla.policy, "uri", None),
         }
+        if video:
+            summary["video"] = str(path)
         return summary, (None if greedy else trace.batch())
