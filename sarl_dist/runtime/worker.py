@@ -86,6 +86,7 @@ class EnvWorker:
         self.version = -1
         self._weights_id: str | None = None  # the object id of the weights loaded into self.q
         self._staleness = 0
+        self._poll = None  # a weights poll sent during the last action, not yet read
         self.faults = Faults(cfg.faults, cfg.seed)
         self._episodes_run = 0
 
@@ -101,38 +102,52 @@ class EnvWorker:
         self.texts.update(zip(ids, texts, strict=True))
         return ids
 
+    def _prefetch_weights(self) -> None:
+        """Ask the Learner for newer weights now (while the VLA acts), to apply at the next
+        decision without waiting for the round trip."""
+        if self.q is not None:
+            self._poll = self.learner.poll.remote(self._weights_id)
+
+    def _refresh_weights(self) -> None:
+        poll = self._poll or self.learner.poll.remote(self._weights_id)
+        self._poll = None
+        version, published_updates, updates_now, fresh = ray.get(poll)
+        if fresh is not None:
+            try:
+                load_numpy_weights(self.q, ray.get(fresh[0]))
+                self.version, self._weights_id = version, fresh[0].hex()
+            except ray.exceptions.RayError as exc:  # the Learner died after publishing
+                log.warning("weights v%d are gone (%s); keeping mine", version, exc)
+        self._staleness = updates_now - published_updates
+
     def _prepare(
         self, obs: Observation, t: int, history: tuple[HistoryItem, ...] = ()
-    ) -> np.ndarray:
-        """Before decision t: A(s) from the VLMService and, at the same time, newer weights.
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Before decision t: A(s) from the VLMService and Q(s, .) for every prompt.
 
-        A fixed-sequence baseline needs no VLM: its candidate is its plan's next prompt (the
-        last one repeated). The VLM-only baseline's query carries the episode's history."""
+        The VLM query goes out first; meanwhile the newest weights are applied (their poll
+        was sent while the VLA acted, so it is usually answered already) and the Q forward
+        runs, hidden behind the VLM's round trip. A fixed-sequence baseline needs no VLM:
+        its candidate is its plan's next prompt (the last one repeated). The VLM-only
+        baseline's query carries the episode's history."""
         if self.plan is not None:
-            return np.asarray([self.plan[min(t, len(self.plan) - 1)]], dtype=np.int64)
+            return np.asarray([self.plan[min(t, len(self.plan) - 1)]], dtype=np.int64), None
         proposal = self.vlm.propose.remote(obs.scene, history)
-        poll = self.learner.poll.remote(self._weights_id) if self.q is not None else None
+        q_values = None
+        if self.q is not None:
+            self._refresh_weights()
+            with torch.inference_mode():
+                q = self.q(torch.from_numpy(obs.image[None]), torch.from_numpy(obs.proprio[None]))
+            q_values = q.mean(0)[0].numpy()
         ids, texts = ray.get(proposal)
         self.texts.update(zip(ids, texts, strict=True))
-        if poll is not None:
-            version, published_updates, updates_now, fresh = ray.get(poll)
-            if fresh is not None:
-                try:
-                    load_numpy_weights(self.q, ray.get(fresh[0]))
-                    self.version, self._weights_id = version, fresh[0].hex()
-                except ray.exceptions.RayError as exc:  # the Learner died after publishing
-                    log.warning("weights v%d are gone (%s); keeping mine", version, exc)
-            self._staleness = updates_now - published_updates
-        return np.asarray(ids, dtype=np.int64)
+        return np.asarray(ids, dtype=np.int64), q_values
 
-    def _choose(self, obs: Observation, candidates: np.ndarray, greedy: bool, rng) -> int:
+    def _choose(self, q: np.ndarray | None, candidates: np.ndarray, greedy: bool, rng) -> int:
         if self.cfg.method in ("zero_shot", "oracle", "vlm_only"):
             return int(candidates[0])  # the plan's prompt, or the VLM's own first choice
-        if self.q is None:
+        if q is None:
             return uniform_choice(candidates, rng)
-        with torch.inference_mode():
-            q = self.q(torch.from_numpy(obs.image[None]), torch.from_numpy(obs.proprio[None]))
-        q = q.mean(0)[0].numpy()
         if greedy:
             return greedy_choice(q, candidates)
         return softmax_choice(q, candidates, self.cfg.learner.temperature, rng)
@@ -155,20 +170,22 @@ class EnvWorker:
         self._episodes_run += 1
         env, spec, trace = self.env, self.env.spec, _Trace()
         env.reset(seed, init_index=-1 - episode if episode < 0 else None)
+        self._poll = None  # an episode starts from the weights published by now
         recorder = Recorder(env) if video else contextlib.nullcontext()
         obs = env.observe()
         history: list[HistoryItem] = []  # what the VLM-only baseline is shown
-        candidates = self._prepare(obs, 0)
+        candidates, q_values = self._prepare(obs, 0)
         env_seconds = vla_seconds = 0.0
         steps, success = 0, False
         with recorder:
             for t in range(spec.max_decisions):
                 t0 = time.perf_counter()
-                prompt = self._choose(obs, candidates, greedy, rng)
+                prompt = self._choose(q_values, candidates, greedy, rng)
                 if video:
                     recorder.prompt = self.texts[prompt]
                 trace.versions.append(self.version)
                 trace.staleness.append(self._staleness)
+                self._prefetch_weights()
                 if prompt == RESET_ID:
                     result = env.run_reset()
                 else:
@@ -181,8 +198,8 @@ class EnvWorker:
                 terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
                 if self.cfg.method == "vlm_only":
                     history.append(HistoryItem(self.texts[prompt], obs.scene))
-                next_candidates = (
-                    np.zeros(0, np.int64)
+                next_candidates, next_q = (
+                    (np.zeros(0, np.int64), None)
                     if terminal
                     else self._prepare(next_obs, t + 1, tuple(history))
                 )
@@ -202,7 +219,7 @@ class EnvWorker:
                     decision_seconds - result.env_seconds - result.vla_seconds - observe_seconds
                 )
                 trace.overhead_ms.append(1e3 * framework)
-                obs, candidates = next_obs, next_candidates
+                obs, candidates, q_values = next_obs, next_candidates, next_q
                 if t == 0:
                     self.faults.worker_mid_episode(self._episodes_run)
                 if last:
