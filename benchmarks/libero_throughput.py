@@ -51,7 +51,7 @@ def plain_loop(cfg: Config, episodes: int) -> float:
     """Low-level steps per second of the same episodes in this process."""
     server = VLAServer(cfg)
     env = make_env(cfg)
-    vla = ChunkedVLA(make_vla(cfg, 0, server.address()), cfg.vla.replan_steps, 7)
+    vla = ChunkedVLA(make_vla(cfg, 0, [server.address()]), cfg.vla.replan_steps, 7)
     prompts = oracle_prompts(cfg)
     steps, start = 0, time.perf_counter()
     for episode in range(episodes):
