@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 import ray
@@ -22,7 +23,9 @@ def restarted() -> bool:
     if not ray.is_initialized():  # asking the runtime context would start a local Ray
         return False
     context = ray.get_runtime_context()
-    return context.get_actor_id() is not None and context.was_current_actor_reconstructed
+    with warnings.catch_warnings():  # Ray's own property calls its deprecated actor_id
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return context.get_actor_id() is not None and context.was_current_actor_reconstructed
 
 
 class InjectedFaultError(RuntimeError):
