@@ -22,6 +22,11 @@ SetOption = Annotated[
 ]
 
 
+def _log_warnings() -> None:
+    """Warnings and errors on stderr, one line each, named by their module."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -45,7 +50,7 @@ def train(
     from sarl_dist.runtime.rundir import RunDir
     from sarl_dist.vlm import make_proposer
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _log_warnings()
     try:
         if resume is not None:
             cfg = load_config(config, set_ or []) if config or set_ else None
@@ -100,7 +105,7 @@ def probe(
     """Success rate of a fixed prompt sequence (or the task sentence alone) on one task."""
     from sarl_dist.runtime.probe import probe as run_probe
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _log_warnings()
     base = config or Path(__file__).resolve().parents[2] / "configs" / "libero10.yaml"
     overrides = [f"env.libero.suite={suite}", f"env.task={task}", *(set_ or [])]
     try:
@@ -169,7 +174,7 @@ def propose(
     from sarl_dist.vlm import REMOTE, ask, make_proposer
     from sarl_dist.vlm.base import ProposalError, ProposalRequest
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _log_warnings()
     overrides = [f"vlm.backend={backend}", *(set_ or [])]
     if base_url is not None:
         if backend not in REMOTE:
@@ -230,7 +235,7 @@ def sweep(
     from sarl_dist.experiments.sweep import load_sweep, run_sweep
     from sarl_dist.report.results import write_report
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _log_warnings()
     try:
         spec = load_sweep(sweep_file)
         directory = out or spec.out

@@ -35,6 +35,8 @@ from rich.live import Live
 from rich.table import Table
 
 from sarl_dist.config import Config, ConfigError, load_config, read_yaml
+from sarl_dist.runtime.driver import cpus_needed
+from sarl_dist.runtime.rundir import read_jsonl
 
 POLL_SECONDS = 2.0
 
@@ -99,13 +101,6 @@ def plan(spec: SweepSpec) -> list[PlannedRun]:
     return runs
 
 
-def cpus_needed(cfg: Config) -> float:
-    """The CPUs a run's placement group asks for (see runtime/driver.py)."""
-    rt = cfg.runtime
-    server = cfg.vla.server_cpus if cfg.vla.kind == "skill" else 0.0
-    return rt.learner_cpus + rt.vlm_cpus + rt.num_workers * rt.worker_cpus + server
-
-
 @ray.remote(num_cpus=0)
 def _run_one(cfg_data: dict, path: str, resume: bool) -> dict:
     """One run, as `sarl train` would do it, inside the cluster."""
@@ -126,18 +121,11 @@ def _status(path: Path) -> str:
     return "partial" if (path / "config.yaml").is_file() else "new"
 
 
-def _episodes(path: Path) -> int:
-    log = path / "episodes.jsonl"
-    return sum(1 for line in log.read_text().splitlines() if line.strip()) if log.exists() else 0
-
-
 def _last_eval(path: Path) -> str:
-    log = path / "evals.jsonl"
-    lines = log.read_text().splitlines() if log.exists() else []
-    if not lines:
+    evals = read_jsonl(path / "evals.jsonl")
+    if not evals:
         return ""
-    record = json.loads(lines[-1])
-    return f"{record['success_rate']:.2f} @ {record['episodes_seen']}"
+    return f"{evals[-1]['success_rate']:.2f} @ {evals[-1]['episodes_seen']}"
 
 
 def _view(runs: list[PlannedRun], out: Path, state: dict[str, str]) -> Table:
@@ -146,9 +134,8 @@ def _view(runs: list[PlannedRun], out: Path, state: dict[str, str]) -> Table:
         table.add_column(column)
     for r in runs:
         path = out / r.name
-        table.add_row(
-            r.name, state[r.name], f"{_episodes(path)}/{r.cfg.train.episodes}", _last_eval(path)
-        )
+        episodes = len(read_jsonl(path / "episodes.jsonl"))
+        table.add_row(r.name, state[r.name], f"{episodes}/{r.cfg.train.episodes}", _last_eval(path))
     return table
 
 

@@ -23,6 +23,7 @@ import yaml
 from sarl_dist.config import build_config
 from sarl_dist.envs import env_spec
 from sarl_dist.report.plots import plot_comparison
+from sarl_dist.runtime.rundir import read_jsonl
 
 METHOD_ORDER = ("sarl", "vlm_only", "random", "zero_shot", "oracle")
 
@@ -64,11 +65,7 @@ def collect(root: Path) -> list[RunResult]:
         if not evals.is_file():
             continue
         config = yaml.safe_load(config_path.read_text()) or {}
-        curve = {}
-        for line in evals.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                curve[int(record["episodes_seen"])] = float(record["success_rate"])
+        curve = {int(e["episodes_seen"]): float(e["success_rate"]) for e in read_jsonl(evals)}
         if not curve:
             continue
         results.append(

@@ -75,6 +75,25 @@ class DriverState:
     successes: int = 0
 
 
+def placement_bundles(cfg: Config) -> list[dict[str, float]]:
+    """A run's placement group: the Learner, the VLMService, each worker, then each of the
+    run's own policy-server replicas, in that order (the actors' bundle indices)."""
+    rt, vla = cfg.runtime, cfg.vla
+    worker = {"CPU": rt.worker_cpus} | ({"GPU": rt.worker_gpus} if rt.worker_gpus else {})
+    server = {"CPU": vla.server_cpus} | ({"GPU": vla.server_gpus} if vla.server_gpus else {})
+    replicas = vla.replicas if vla.kind == "skill" else 0
+    return (
+        [{"CPU": rt.learner_cpus}, {"CPU": rt.vlm_cpus}]
+        + [worker] * rt.num_workers
+        + [server | vla.server_resources] * replicas
+    )
+
+
+def cpus_needed(cfg: Config) -> float:
+    """The CPUs a run's placement group asks for."""
+    return sum(b["CPU"] for b in placement_bundles(cfg))
+
+
 def describe(exc: BaseException) -> str:
     """One line for an episode's failure: the worker's own exception, not Ray's wrapping."""
     if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
@@ -125,14 +144,9 @@ class Driver:
         }
 
     def start(self, resume_from: Path | None) -> None:
-        rt = self.cfg.runtime
-        bundles = [{"CPU": rt.learner_cpus}, {"CPU": rt.vlm_cpus}]
-        worker = {"CPU": rt.worker_cpus} | ({"GPU": rt.worker_gpus} if rt.worker_gpus else {})
-        bundles += [worker] * rt.num_workers
-        vla = self.cfg.vla
+        rt, vla = self.cfg.runtime, self.cfg.vla
         replicas = vla.replicas if vla.kind == "skill" else 0
-        server = {"CPU": vla.server_cpus} | ({"GPU": vla.server_gpus} if vla.server_gpus else {})
-        bundles += [server | vla.server_resources] * replicas
+        bundles = placement_bundles(self.cfg)
         self._pg = placement_group(
             bundles, strategy=rt.placement, name=f"sarl-{self.run.path.name}"
         )
@@ -442,10 +456,8 @@ def init_ray(address: str | None, cfg: Config) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return True
-    rt = cfg.runtime
-    need = rt.learner_cpus + rt.vlm_cpus + rt.num_workers * rt.worker_cpus
     ray.init(
-        num_cpus=max(os.cpu_count() or 1, math.ceil(need)),
+        num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed(cfg))),
         include_dashboard=False,
         log_to_driver=True,
     )

@@ -27,6 +27,13 @@ from sarl_dist.runtime.checkpoint import write_atomic
 CONFIG_FILE = "config.yaml"
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """A run's log (episodes.jsonl, evals.jsonl, ...): one record per line; none if absent."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class RunDir:
     def __init__(self, path: Path, cfg: Config) -> None:
         self.path = path
@@ -106,10 +113,7 @@ class RunDir:
         write_atomic(path, "".join(line + "\n" for line in kept).encode())
 
     def read_jsonl(self, name: str) -> list[dict]:
-        path = self.path / name
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path / name)
 
     def write_summary(self, summary: dict) -> None:
         write_atomic(self.path / "summary.json", json.dumps(summary, indent=1).encode())
