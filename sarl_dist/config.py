@@ -77,9 +77,116 @@ class LiberoConfig(_Section):
     home_tolerance: float = Field(0.01, gt=0, description="Reset-to-home stops within this (m).")
 
 
+class RobotSafetyConfig(_Section):
+    """Limits the robot server enforces on every action, whatever the VLA sends.
+
+    Actions are end-effector deltas (first three: translation) plus the rest (rotation,
+    gripper); each is clipped to its bounds, and a translation that would push the end
+    effector further out of the workspace box is zeroed on that axis. Every change is
+    logged by the server and returned with the step.
+    """
+
+    action_low: tuple[float, ...] = Field(
+        (-1.0,) * 7, description="Per-dimension lower bound of an action (length action_dim)."
+    )
+    action_high: tuple[float, ...] = Field(
+        (1.0,) * 7, description="Per-dimension upper bound of an action (length action_dim)."
+    )
+    workspace_low: tuple[float, float, float] = Field(
+        (-10.0, -10.0, -10.0), description="Lower corner (m) of the box the end effector stays in."
+    )
+    workspace_high: tuple[float, float, float] = Field(
+        (10.0, 10.0, 10.0), description="Upper corner (m) of the box the end effector stays in."
+    )
+    max_episode_seconds: float = Field(
+        120.0, gt=0, description="Wall-clock cap on one episode; then the arm stops."
+    )
+    max_chunk: int = Field(50, ge=1, description="Most actions the server takes in one command.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RobotSafetyConfig:
+        if len(self.action_low) != len(self.action_high):
+            raise ValueError("action_low and action_high must have the same length")
+        for name, lo, hi in (
+            ("action", self.action_low, self.action_high),
+            ("workspace", self.workspace_low, self.workspace_high),
+        ):
+            if any(a > b for a, b in zip(lo, hi, strict=True)):
+                raise ValueError(f"{name}_low must not exceed {name}_high in any dimension")
+        return self
+
+
+class RobotConfig(_Section):
+    """One real (or simulated) arm behind the robot server (docs/robot.md)."""
+
+    address: str = Field(
+        "ws://127.0.0.1:8765", description="The robot server (sarl robot-server) as ws://host:port."
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the robot server's API key."
+    )
+    connect_timeout: float = Field(30.0, gt=0, description="Seconds to keep retrying a connect.")
+    request_timeout: float = Field(
+        30.0, gt=0, description="Seconds one command (a step, going home) may take."
+    )
+    action_dim: int = Field(7, ge=1, description="Width of one action; the server must agree.")
+    q_camera: str = Field("primary", description="Camera the Q-ensemble and the VLM look at.")
+    vla_keys: dict[str, str] = Field(
+        {
+            "observation/image": "images.primary",
+            "observation/wrist_image": "images.wrist",
+            "observation/state": "state",
+        },
+        description="The VLA's observation keys and the robot fields that fill them "
+        "(images.NAME or state); match your policy server's config.",
+    )
+    vla_image_size: int | None = Field(
+        224, ge=32, description="Images for the VLA are resized with padding to this; None: as is."
+    )
+    pass_extra: bool = Field(
+        False,
+        description="Forward the server's `extra` fields (a simulator's privileged poses) to the "
+        "VLA: the skill VLA acting on the simulated robot needs them; a real robot has none.",
+    )
+    reward_classifier: str | None = Field(
+        None,
+        description="module:function(observation) -> probability of success, checked after every "
+        "step; at or above classifier_threshold the episode ends and it is the default label.",
+    )
+    classifier_threshold: float = Field(0.5, ge=0, le=1)
+    ask_labels: bool = Field(
+        True, description="Ask the person for each episode's success (else the classifier decides)."
+    )
+    videos: bool = Field(True, description="Save every episode as MP4 under the run's videos/.")
+    widowx: str = Field(
+        "localhost:5556",
+        description="host:port of Bridge's WidowX action server, for the robot server's "
+        "sarl_dist.robot.widowx backend (on the robot PC).",
+    )
+    safety: RobotSafetyConfig = RobotSafetyConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RobotConfig:
+        if not self.address.startswith(("ws://", "wss://")):
+            raise ValueError(f"address {self.address!r} must start with ws:// or wss://")
+        if len(self.safety.action_low) != self.action_dim:
+            raise ValueError(
+                f"safety.action_low has {len(self.safety.action_low)} values, "
+                f"action_dim is {self.action_dim}"
+            )
+        for key, field in self.vla_keys.items():
+            if field != "state" and not field.startswith("images."):
+                raise ValueError(f"vla_keys[{key!r}]={field!r}: use images.NAME or state")
+        if not self.ask_labels and self.reward_classifier is None:
+            raise ValueError("ask_labels=false needs a reward_classifier to decide success")
+        return self
+
+
 class EnvConfig(_Section):
-    kind: Literal["skill_chain", "libero"] = "skill_chain"
-    task: int | str = Field(0, description="Task index or name within the environment.")
+    kind: Literal["skill_chain", "libero", "robot"] = "skill_chain"
+    task: int | str = Field(
+        0, description="Task index or name within the environment; the task sentence for a robot."
+    )
     max_decisions: int = Field(
         5, ge=1, description="Semantic decisions per episode (H; 600/120 = 5 in LIBERO)."
     )
@@ -88,6 +195,13 @@ class EnvConfig(_Section):
     )
     skill_chain: SkillChainConfig = SkillChainConfig()
     libero: LiberoConfig = LiberoConfig()
+    robot: RobotConfig = RobotConfig()
+
+    @model_validator(mode="after")
+    def _robot_task_is_a_sentence(self) -> EnvConfig:
+        if self.kind == "robot" and not (isinstance(self.task, str) and self.task.strip()):
+            raise ValueError("task: a robot's task is its sentence, e.g. 'put the carrot in a pot'")
+        return self
 
 
 class VLAConfig(_Section):
@@ -249,6 +363,13 @@ class VLMConfig(_Section):
         "Gemini, or an OpenAI-compatible server.",
     )
     candidates: int = Field(4, ge=1, description="Candidate prompts per query (4 in sim).")
+    refresh_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Low-level steps between candidate refreshes; in between, decisions choose "
+        "among the last proposal (SARL's WidowX: decide every step, refresh every 20). "
+        "None: a new proposal at every decision.",
+    )
     timeout: float = Field(30.0, gt=0, description="Seconds one HTTP attempt may take.")
     attempts: int = Field(
         4, ge=1, description="HTTP attempts per query (retries on 408, 429, 5xx and timeouts)."
@@ -381,6 +502,11 @@ class EvalConfig(_Section):
         description="Greedy episodes per evaluation point (SARL: 64); episode j starts from "
         "the benchmark's j-th fixed init state.",
     )
+    at_start: bool = Field(
+        True,
+        description="Evaluate the initial policy too (SARL's curves start at 0 episodes); off "
+        "saves a point whose value is known (no learning yet) on long sweeps.",
+    )
     videos: int = Field(
         0,
         ge=0,
@@ -393,6 +519,11 @@ class TrainConfig(_Section):
     episodes: int = Field(200, ge=0, description="Online training episodes.")
     checkpoint_every: int = Field(
         50, ge=1, description="Training episodes between checkpoints (also at each eval)."
+    )
+    demos: str | None = Field(
+        None,
+        description="Demonstrations loaded into the replay buffer before online learning: a "
+        ".npz file or a directory of them (format: docs/robot.md; SARL's robot runs: 3 per task).",
     )
 
 
@@ -464,6 +595,10 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        if self.method == "oracle" and self.env.kind == "robot":
+            raise ValueError("method: oracle needs a known atomic sequence (LIBERO, skill chain)")
+        if self.env.kind == "robot" and self.runtime.num_workers != 1:
+            raise ValueError("runtime.num_workers: a robot run has one robot, so one worker")
         reserved = 1 + int(self.cache.seed_task_prompt) + len(self.cache.seed_prompts)
         if reserved > self.cache.capacity:
             raise ValueError(

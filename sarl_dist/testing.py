@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sarl_dist.config import Config, apply_overrides, build_config
+from sarl_dist.config import Config, EnvConfig, apply_overrides, build_config
 from sarl_dist.core.replay import Batch
 
 FAST: dict[str, Any] = {
@@ -254,3 +254,43 @@ class FakeVLMServer:
 def scripted(*replies: FakeReply) -> Callable[[int, FakeCall], FakeReply]:
     """Replies in order; the last one repeats forever."""
     return lambda i, _call: replies[min(i, len(replies) - 1)]
+
+
+class FakeGymArm:
+    """A gym-style arm (the shape of Bridge's widowx_envs) for the robot server's GymRobot:
+    the state's first three values are the end effector, moved 1 cm per unit action."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.action_space = SimpleNamespace(shape=(7,))
+        self.observation_space = {"state": SimpleNamespace(shape=(7,))}
+        self.pos = np.zeros(3)
+        self.stops = 0
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {
+            "image": np.full((32, 32, 3), 100, np.uint8),
+            "wrist_image": np.full((32, 32, 3), 200, np.uint8),
+            "state": np.concatenate([self.pos, np.zeros(4)]).astype(np.float32),
+        }
+
+    def reset(self) -> tuple[dict[str, np.ndarray], dict]:
+        self.pos[:] = 0.0
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        self.pos += 0.01 * np.asarray(action[:3])
+        return self._obs(), 0.0, False, False, {}
+
+    def home(self) -> dict[str, np.ndarray]:
+        self.pos[:] = 0.0
+        return self._obs()
+
+    def stop(self) -> None:
+        self.stops += 1
+
+
+def fake_gym_arm(env_cfg: EnvConfig) -> FakeGymArm:
+    """The `module:factory` the robot server's tests name: sarl_dist.testing:fake_gym_arm."""
+    return FakeGymArm()

@@ -50,3 +50,30 @@ def test_vlm_only_decides_every_40_steps_on_libero_over_the_same_episode_length(
     assert (cfg.env.decision_steps, cfg.env.max_decisions) == (40, 15)
     chain = tiny_config("method=vlm_only")
     assert chain.env.decision_steps == tiny_config().env.decision_steps
+
+
+def test_candidates_are_refreshed_every_refresh_steps_low_level_steps():
+    """SARL's robot protocol: decide every step, ask the VLM for candidates every 20."""
+    import ray
+
+    from sarl_dist.runtime.vlm_service import VLMService
+    from sarl_dist.runtime.worker import EnvWorker
+
+    cfg = tiny_config("method=random", "vlm.refresh_steps=20")
+    vlm = ray.remote(VLMService).remote(cfg, env_spec(cfg).task, None, {}, None, "refresh")
+    worker = EnvWorker(cfg, 0, None, vlm, ray.get(vlm.prompt_texts.remote()))
+    worker.env.reset(0)
+    obs = worker.env.observe()
+    offered = [worker._prepare(obs, t, steps)[0] for t, steps in enumerate([0, 10, 19, 20, 45])]
+    assert ray.get(vlm.stats.remote())["requests"] == 3  # at steps 0, 20 and 45
+    assert offered[1] is offered[0] and offered[2] is offered[0]  # the same proposal reused
+    ray.kill(vlm)
+
+
+def test_a_sweep_can_skip_the_evaluation_of_the_initial_policy(tmp_path):
+    from sarl_dist.runtime.driver import run_training
+    from sarl_dist.runtime.rundir import RunDir
+
+    cfg = tiny_config("method=random", "train.episodes=4", "eval.every=2", "eval.at_start=false")
+    summary = run_training(cfg, RunDir.create(tmp_path / "run", cfg), show_progress=False)
+    assert [point for point, _ in summary["eval_curve"]] == [2, 4]

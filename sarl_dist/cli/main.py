@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show live progress.")] = True,
 ) -> None:
     """Train (or evaluate a baseline) and write a run directory."""
+    from sarl_dist.core.demos import load_demos
     from sarl_dist.envs import env_spec
     from sarl_dist.runtime.checkpoint import CheckpointError
     from sarl_dist.runtime.driver import RunError, run_training
@@ -64,6 +66,8 @@ def train(
             cfg = load_config(config, set_ or [])
             env_spec(cfg)  # an unknown task stops here, before anything starts
             make_proposer(cfg)  # so does a remote VLM without its API key
+            if cfg.train.demos:
+                load_demos(cfg.train.demos)  # and an unreadable demonstration
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = out or Path("runs") / f"{cfg.env.kind}-{cfg.method}-s{cfg.seed}-{stamp}"
             run = RunDir.create(out, cfg)
@@ -80,7 +84,10 @@ def train(
     typer.echo(
         json.dumps({k: summary[k] for k in ("episodes", "final_eval_success", "wall_seconds")})
     )
-    typer.echo(f"run directory: {run.path}")
+    if "interrupted" in summary:
+        typer.echo(f"{summary['interrupted']}; continue with: sarl train --resume {run.path}")
+    else:
+        typer.echo(f"run directory: {run.path}")
 
 
 @app.command()
@@ -147,6 +154,58 @@ def serve_vla(
     logging.info("serving %s on ws://%s:%d (GET /healthz)", policy, host, port)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+
+
+@app.command("robot-server")
+def robot_server(
+    backend: Annotated[
+        str, typer.Option(help="libero (a simulated arm) or module:factory (your arm).")
+    ],
+    config: Annotated[
+        Path | None, typer.Option(help="Config whose env.robot.safety (and env.libero) to use.")
+    ] = None,
+    set_: SetOption = None,
+    task: Annotated[int, typer.Option(help="LIBERO task index (the libero backend).")] = 0,
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to expose).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8765,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key clients must send.")
+    ] = None,
+) -> None:
+    """Serve one arm to the learner over websockets, enforcing the safety limits."""
+    from sarl_dist.robot.backends import BackendError, load_backend
+    from sarl_dist.robot.safety import Safety
+    from sarl_dist.robot.server import RobotServer
+    from sarl_dist.wire import api_key_from_env
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    overrides = [*(set_ or []), *([f"env.robot.api_key_env={api_key_env}"] if api_key_env else [])]
+    try:
+        cfg = load_config(config, overrides)
+        key = api_key_from_env(cfg.env.robot.api_key_env, "env.robot.api_key_env")
+        safety = Safety(cfg.env.robot.safety)
+        env_cfg = cfg.env
+        if backend == "libero":
+            env_cfg = cfg.env.model_copy(update={"kind": "libero", "task": task})
+        robot = load_backend(backend, env_cfg)
+    except (ConfigError, ValueError, BackendError) as exc:
+        _fail(str(exc))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the arm too, as Ctrl-C does
+    try:
+        server = RobotServer(robot, safety, host, port, api_key=key)
+        logging.info("robot server %s on ws://%s:%d", robot.name, host, port)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        logging.info("interrupted: stopping the arm")
+    except (ValueError, OSError) as exc:
+        _fail(str(exc), code=1)
+    finally:
+        robot.stop()
+        robot.close()
 
 
 @app.command()

@@ -15,6 +15,10 @@ def make_env(cfg: Config) -> Env:
         from sarl_dist.envs.libero import LiberoEnv
 
         return LiberoEnv(cfg.env)
+    if cfg.env.kind == "robot":
+        from sarl_dist.envs.robot import RobotEnv
+
+        return RobotEnv(cfg.env)
     raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")
 
 
@@ -31,6 +35,10 @@ def env_spec(cfg: Config) -> EnvSpec:
         from sarl_dist.envs.libero import spec as libero_spec
 
         return libero_spec(cfg.env)
+    if cfg.env.kind == "robot":
+        from sarl_dist.envs.robot import spec as robot_spec
+
+        return robot_spec(cfg.env)
     raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")
 
 

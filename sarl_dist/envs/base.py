@@ -38,6 +38,7 @@ class ActionResult:
     success: bool
     env_seconds: float  # physics and observation building
     vla_seconds: float  # inside the VLA policy
+    truncated: bool = False  # the episode must end here (a robot stopped or ran out of time)
 
 
 class Env(ABC):
@@ -69,6 +70,14 @@ class Env(ABC):
     def reset_to_home(self, max_steps: int) -> int:
         """Move the arm back to its initial pose without moving objects; returns steps used."""
 
+    def truncated(self) -> bool:
+        """The episode cannot go on (a robot stopped, its time ran out); simulators never."""
+        return False
+
+    def episode_info(self) -> dict[str, Any]:
+        """What this environment adds to an episode's summary (a robot: safety events)."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release simulator or robot resources."""
 
@@ -78,14 +87,22 @@ class Env(ABC):
         vla.reset()
         steps = 0
         success = self.success()
-        while steps < self.spec.decision_steps and not success:
+        while steps < self.spec.decision_steps and not success and not self.truncated():
             self.step(vla.next_action(lambda: self.vla_observation(prompt)))
             steps += 1
             success = self.success()
         vla_seconds = vla.infer_seconds - vla_before
-        return ActionResult(steps, success, time.perf_counter() - start - vla_seconds, vla_seconds)
+        return ActionResult(
+            steps,
+            success,
+            time.perf_counter() - start - vla_seconds,
+            vla_seconds,
+            self.truncated(),
+        )
 
     def run_reset(self) -> ActionResult:
         start = time.perf_counter()
         steps = self.reset_to_home(self.spec.decision_steps)
-        return ActionResult(steps, self.success(), time.perf_counter() - start, 0.0)
+        return ActionResult(
+            steps, self.success(), time.perf_counter() - start, 0.0, self.truncated()
+        )

@@ -16,7 +16,7 @@ def label(frame: np.ndarray, text: str) -> np.ndarray:
 
     import cv2
 
-    out = np.ascontiguousarray(frame)
+    out = np.array(frame, dtype=np.uint8, order="C")  # a copy: frames may be read-only
     lines = textwrap.wrap(text, 48)[:3]
     cv2.rectangle(out, (0, 0), (out.shape[1], 4 + 13 * len(lines)), (0, 0, 0), -1)
     for i, line in enumerate(lines):
@@ -25,7 +25,8 @@ def label(frame: np.ndarray, text: str) -> np.ndarray:
 
 
 class Recorder:
-    """Wraps env.step to grab a labelled agentview frame every few steps."""
+    """Wraps env.step to grab a labelled agentview frame every few steps, and the last
+    one, so even an episode of a few steps has its video."""
 
     def __init__(self, env: Env) -> None:
         self.env, self.frames, self.prompt, self._n = env, [], "", 0
@@ -43,6 +44,8 @@ class Recorder:
 
     def __exit__(self, *exc) -> None:
         del self.env.step
+        if exc[0] is None and self._n % VIDEO_EVERY:
+            self.frames.append(label(self.env.observe().scene, self.prompt))
 
     def save(self, path: Path) -> None:
         import imageio

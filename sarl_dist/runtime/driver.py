@@ -18,6 +18,7 @@ from the run directory; every handle to them stays valid.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -35,8 +36,10 @@ from ray.util.placement_group import (
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sarl_dist.config import Config
+from sarl_dist.core.demos import DEMO_EPISODE, load_demos
 from sarl_dist.core.prompt_cache import PromptCache
 from sarl_dist.envs import env_spec
+from sarl_dist.robot.operator import Attended, Operator, OperatorQuitError
 from sarl_dist.runtime import checkpoint as ckpt
 from sarl_dist.runtime.episode_log import EpisodeLog
 from sarl_dist.runtime.learner import Learner
@@ -49,6 +52,7 @@ from sarl_dist.runtime.worker import EnvWorker
 from sarl_dist.vla import configured_servers, servers_for
 from sarl_dist.vla.client import VLAConnectionLostError
 
+log = logging.getLogger(__name__)
 PLACEMENT_TIMEOUT_S = 120.0
 CACHE_FILE, DRIVER_FILE = "prompt_cache.json", "driver.json"
 RESPONSES_FILE = "vlm_responses.jsonl"  # the VLM's answers, so a resumed run does not pay again
@@ -113,7 +117,10 @@ class Driver:
         self.cfg, self.run = cfg, run
         self.spec = env_spec(cfg)
         self.state = DriverState()
-        self.progress = Progress(cfg.train.episodes, enabled=show_progress)
+        self.progress = Progress(
+            cfg.train.episodes, enabled=show_progress, plain=cfg.env.kind == "robot"
+        )
+        self.attended: Attended | None = None  # one robot: episodes go with the person
         self._pg = None
         self.nodes: list[str] = []
         self._services: list = []
@@ -210,6 +217,21 @@ class Driver:
             self._vla_addresses = ray.get([s.address.remote() for s in self.vla_servers])
         self.workers = [self._new_worker(i) for i in range(rt.num_workers)]
         ray.get([w.ready.remote() for w in self.workers])
+        if self.cfg.env.kind == "robot":
+            self.attended = Attended(self.cfg, Operator(), self.run.log_label)
+        if resume_from is None and self.cfg.train.demos:
+            self._load_demos()
+
+    def _load_demos(self) -> None:
+        """Offline-to-online: the demonstrations' prompts enter the cache and their
+        transitions the replay buffer before the first online episode."""
+        demos = load_demos(self.cfg.train.demos)
+        texts = sorted({p for d in demos for p in d.prompts})
+        ids, _ = ray.get(self.vlm.register.remote(texts))
+        prompt_ids = dict(zip(texts, ids, strict=True))
+        for k, demo in enumerate(demos):
+            batch = demo.batch(prompt_ids, self.cfg.cache.capacity)
+            ray.get(self.learner.add_episode.remote(DEMO_EPISODE - k, batch))
 
     def _new_worker(self, slot: int):
         rt = self.cfg.runtime
@@ -243,6 +265,8 @@ class Driver:
 
         A job that fails is queued again and run from its start; only whole episodes reach
         on_done, each once."""
+        if self.attended is not None:
+            return self._run_attended(jobs, greedy, on_done, videos)
         pending: dict = {}
         queue = list(reversed(jobs))
         idle = list(range(len(self.workers)))
@@ -263,6 +287,35 @@ class Driver:
                 queue.append(job)
                 continue
             on_done(summary, batch_ref)
+
+    def _run_attended(self, jobs, greedy: bool, on_done, videos: dict | None) -> None:
+        """One robot: episodes one at a time, each reset, marked and labelled by the person."""
+        queue = list(reversed(jobs))
+        setbacks: Counter[tuple] = Counter()
+        while queue:
+            job = queue[-1]
+            video = (videos or {}).get(job[0])
+
+            def launch(job=job, video=video):
+                return self.workers[0].run_episode.remote(*job, greedy, video)
+
+            try:
+                summary, batch = self.attended.run(job, greedy, launch)
+            except ray.exceptions.RayError as exc:
+                self._interrupted(0, job, exc, setbacks)
+                continue
+            queue.pop()
+            on_done(summary, batch)
+
+    def _videos(self, kind: str, episodes: list[int]) -> dict[int, str]:
+        """Video paths: the first eval.videos evaluation episodes; a robot's every episode."""
+        robot = self.cfg.env.kind == "robot" and self.cfg.env.robot.videos
+        if kind == "train":
+            chosen = episodes if robot else []
+            return {e: str(self.run.path / "videos" / f"train-{e:05d}") for e in chosen}
+        prefix = self.run.path / "videos" / f"eval-{self.state.episodes:05d}"
+        chosen = episodes if robot else episodes[: self.cfg.eval.videos]
+        return {e: f"{prefix}-{-1 - e:02d}" for e in chosen}
 
     def _interrupted(self, slot: int, job: tuple[int, int], exc: Exception, setbacks) -> None:
         """Record an episode that did not finish; replace its worker unless only the VLA
@@ -324,7 +377,8 @@ class Driver:
             self.progress.episode(summary, learner, vlm)
 
         start_time = time.perf_counter()
-        self._run_episodes(jobs, greedy=False, on_done=commit)
+        videos = self._videos("train", [job[0] for job in jobs])
+        self._run_episodes(jobs, greedy=False, on_done=commit, videos=videos)
         self._train_seconds += time.perf_counter() - start_time
 
     def _record(self, summary: dict, learner: dict) -> dict:
@@ -357,8 +411,7 @@ class Driver:
         results: list[dict] = []
         # Evaluation episode j is numbered -1 - j; it starts from the j-th fixed init state.
         jobs = [(-1 - j, eval_seed(self.cfg, j)) for j in range(self.cfg.eval.episodes)]
-        prefix = self.run.path / "videos" / f"eval-{self.state.episodes:05d}"
-        videos = {-1 - j: f"{prefix}-{j:02d}" for j in range(self.cfg.eval.videos)}
+        videos = self._videos("eval", [job[0] for job in jobs])
         self._run_episodes(jobs, True, lambda s, _: results.append(s), videos)
         mean, se = _mean_se([float(r["success"]) for r in results])
         record = {
@@ -386,6 +439,23 @@ class Driver:
         EpisodeLog(self.run.episode_log).trim_before(saved["replay_added"])
         ckpt.prune(directory.parent, keep=2)
 
+    def interrupt(self) -> None:
+        """Ctrl-C: the arm stops first, then no worker runs on, then what was committed is
+        checkpointed, so `--resume` continues from here."""
+        if self.attended is not None:
+            try:
+                self.attended.stop_arm()
+            except Exception as exc:  # report, and still checkpoint
+                log.error("could not reach the robot server to stop the arm: %s", exc)
+        for worker in self.workers:
+            ray.kill(worker)
+        self.workers = []
+        if not self._services:
+            return  # interrupted while starting: nothing to save yet
+        latest = ckpt.latest(self.run.checkpoints)
+        if latest is None or ckpt.verify(latest)["episodes"] != self.state.episodes:
+            self.checkpoint()
+
     def restore(self, directory: Path) -> None:
         self.state = DriverState(**json.loads((directory / DRIVER_FILE).read_text()))
         self.progress.resume(self.state.episodes)
@@ -402,7 +472,7 @@ class Driver:
 
     def train(self) -> dict:
         started = time.perf_counter() - self.state.wall_seconds
-        if self.state.episodes == 0 and not self.state.eval_curve and self.cfg.eval.episodes:
+        if self.state.episodes == 0 and not self.state.eval_curve and self.cfg.eval.at_start:
             self.evaluate()
         for end in self.boundaries():
             self._train_phase(self.state.episodes, end)
@@ -487,6 +557,17 @@ def run_training(
         summary = driver.train()
         run.write_summary(summary)
         return summary
+    except (KeyboardInterrupt, OperatorQuitError) as exc:
+        driver.interrupt()
+        why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        log.warning("%s: checkpointed at %d episodes", why, driver.state.episodes)
+        curve = driver.state.eval_curve
+        return {
+            "interrupted": why,
+            "episodes": driver.state.episodes,
+            "final_eval_success": curve[-1][1] if curve else None,
+            "wall_seconds": driver.state.wall_seconds,
+        }
     except ray.exceptions.RayActorError as exc:
         raise RunError(
             f"a run actor is gone for good (restarted runtime.max_restarts="

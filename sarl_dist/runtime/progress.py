@@ -12,16 +12,19 @@ from rich.progress import Progress as RichProgress
 
 
 class Progress:
-    def __init__(self, total: int, enabled: bool = True, window: int = 20) -> None:
+    def __init__(
+        self, total: int, enabled: bool = True, window: int = 20, plain: bool = False
+    ) -> None:
+        """`plain`: a line per episode and no bar (a person is answering in this terminal)."""
         self.total, self.enabled = total, enabled
         self.console = Console(stderr=True)
         self.recent: deque[bool] = deque(maxlen=window)
         self.done = 0
         self._t0 = time.perf_counter()
         self._updates0: int | None = None  # counted from the first episode this process sees
-        self._every = max(1, total // 20)
+        self._every = 1 if plain else max(1, total // 20)
         self._bar: RichProgress | None = None
-        if enabled and self.console.is_terminal:
+        if enabled and self.console.is_terminal and not plain:
             self._bar = RichProgress(
                 TextColumn("[bold]train"),
                 BarColumn(),

@@ -8,6 +8,8 @@ checkpoints/      sealed checkpoints (see runtime/checkpoint.py)
 episode_log/      episodes committed since the newest checkpoint (runtime/episode_log.py)
 prompt_cache.json the live prompt cache, saved whenever it grows (runtime/vlm_service.py)
 failures.jsonl    one line per episode that did not finish and was run again
+labels.jsonl      a robot run's answers from the person, one line per episode
+videos/           evaluation MP4s (eval.videos); a robot run's every episode
 vlm_responses.jsonl  the VLM's answers by request key (runtime/vlm_service.py)
 learning_curve.png, summary.json
 """
@@ -89,6 +91,9 @@ class RunDir:
 
     def log_failure(self, record: dict) -> None:
         self._append("failures.jsonl", record)
+
+    def log_label(self, record: dict) -> None:
+        self._append("labels.jsonl", record)
 
     def log_eval(self, record: dict) -> None:
         self._append("evals.jsonl", record)

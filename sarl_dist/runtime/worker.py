@@ -87,6 +87,7 @@ class EnvWorker:
         self._weights_id: str | None = None  # the object id of the weights loaded into self.q
         self._staleness = 0
         self._poll = None  # a weights poll sent during the last action, not yet read
+        self._proposal: tuple[int, np.ndarray] | None = None  # (at low-level step, ids)
         self.faults = Faults(cfg.faults, cfg.seed)
         self._episodes_run = 0
 
@@ -121,27 +122,35 @@ class EnvWorker:
         self._staleness = updates_now - published_updates
 
     def _prepare(
-        self, obs: Observation, t: int, history: tuple[HistoryItem, ...] = ()
+        self, obs: Observation, t: int, steps: int, history: tuple[HistoryItem, ...] = ()
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Before decision t: A(s) from the VLMService and Q(s, .) for every prompt.
+        """Before decision t (`steps` low-level steps into the episode): A(s) and Q(s, .).
 
         The VLM query goes out first; meanwhile the newest weights are applied (their poll
         was sent while the VLA acted, so it is usually answered already) and the Q forward
         runs, hidden behind the VLM's round trip. A fixed-sequence baseline needs no VLM:
         its candidate is its plan's next prompt (the last one repeated). The VLM-only
-        baseline's query carries the episode's history."""
+        baseline's query carries the episode's history. With `vlm.refresh_steps` (the real
+        robot decides every step, refreshes candidates every 20), A(s) is the last
+        proposal until that many low-level steps have passed."""
         if self.plan is not None:
             return np.asarray([self.plan[min(t, len(self.plan) - 1)]], dtype=np.int64), None
-        proposal = self.vlm.propose.remote(obs.scene, history)
+        every = self.cfg.vlm.refresh_steps
+        if self._proposal is not None and every and steps - self._proposal[0] < every:
+            proposal = None
+        else:
+            proposal = self.vlm.propose.remote(obs.scene, history)
         q_values = None
         if self.q is not None:
             self._refresh_weights()
             with torch.inference_mode():
                 q = self.q(torch.from_numpy(obs.image[None]), torch.from_numpy(obs.proprio[None]))
             q_values = q.mean(0)[0].numpy()
-        ids, texts = ray.get(proposal)
-        self.texts.update(zip(ids, texts, strict=True))
-        return np.asarray(ids, dtype=np.int64), q_values
+        if proposal is not None:
+            ids, texts = ray.get(proposal)
+            self.texts.update(zip(ids, texts, strict=True))
+            self._proposal = (steps, np.asarray(ids, dtype=np.int64))
+        return self._proposal[1], q_values
 
     def _choose(self, q: np.ndarray | None, candidates: np.ndarray, greedy: bool, rng) -> int:
         if self.cfg.method in ("zero_shot", "oracle", "vlm_only"):
@@ -171,10 +180,11 @@ class EnvWorker:
         env, spec, trace = self.env, self.env.spec, _Trace()
         env.reset(seed, init_index=-1 - episode if episode < 0 else None)
         self._poll = None  # an episode starts from the weights published by now
+        self._proposal = None
         recorder = Recorder(env) if video else contextlib.nullcontext()
         obs = env.observe()
         history: list[HistoryItem] = []  # what the VLM-only baseline is shown
-        candidates, q_values = self._prepare(obs, 0)
+        candidates, q_values = self._prepare(obs, 0, 0)
         env_seconds = vla_seconds = 0.0
         steps, success = 0, False
         with recorder:
@@ -194,19 +204,19 @@ class EnvWorker:
                 next_obs = env.observe()
                 observe_seconds = time.perf_counter() - t1
                 success = result.success
-                last = success or t == spec.max_decisions - 1
+                steps += result.steps
+                last = success or result.truncated or t == spec.max_decisions - 1
                 terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
                 if self.cfg.method == "vlm_only":
                     history.append(HistoryItem(self.texts[prompt], obs.scene))
                 next_candidates, next_q = (
                     (np.zeros(0, np.int64), None)
                     if terminal
-                    else self._prepare(next_obs, t + 1, tuple(history))
+                    else self._prepare(next_obs, t + 1, steps, tuple(history))
                 )
                 decision_seconds = time.perf_counter() - t0
                 env_seconds += result.env_seconds + observe_seconds
                 vla_seconds += result.vla_seconds
-                steps += result.steps
                 trace.add(
                     obs,
                     next_obs,
@@ -246,6 +256,7 @@ class EnvWorker:
             "overhead_ms": trace.overhead_ms,
             # The policy server that served the whole episode (None: the VLA is in process).
             "vla_server": getattr(self.vla.policy, "uri", None),
+            **env.episode_info(),
         }
         if video:
             summary["video"] = str(path)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from sarl_dist.config import Config
 from sarl_dist.vla.base import VLAPolicy
+from sarl_dist.wire import api_key_from_env
 
 SERVABLE = ("skill_chain", "skill")
 
 
 def api_key(cfg: Config) -> str | None:
     """The policy server's key, from the environment only (never from a config file)."""
-    name = cfg.vla.api_key_env
-    if name is None:
-        return None
-    key = os.environ.get(name)
-    if not key:
-        raise ValueError(f"vla.api_key_env: environment variable {name} is not set")
-    return key
+    return api_key_from_env(cfg.vla.api_key_env, "vla.api_key_env")
 
 
 def configured_servers(cfg: Config) -> list[tuple[str, int]]:

@@ -5,36 +5,34 @@ Protocol (openpi's `WebsocketPolicyServer`): after the handshake the server send
 msgpack frame of metadata; each request is one binary msgpack-numpy frame holding the
 observation dict; the reply holds "actions" plus "server_timing"; a failure is answered
 with a text frame (the error) and the connection is closed. `GET /healthz` answers 200.
-Beyond openpi: an optional API key (openpi's `Authorization: Api-Key ...` header) is
-checked at the handshake, frames are size-limited, and it binds 127.0.0.1 by default.
-msgpack only: nothing received is ever unpickled. For fault-injection tests it can drop
-the connection, unanswered, on every N-th request (`drop_every`), as a network would.
+Beyond openpi (the perimeter in sarl_dist/wire.py): an optional API key (openpi's
+`Authorization: Api-Key ...` header) is checked at the handshake, frames are size-limited,
+and it binds 127.0.0.1 by default. msgpack only: nothing received is ever unpickled.
+For fault-injection tests it can drop the connection, unanswered, on every N-th request
+(`drop_every`), as a network would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import http
 import logging
-import threading
 import time
 from typing import Any
 
 import websockets
 from openpi_client import msgpack_numpy
-from websockets.asyncio.server import Request, Response, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
 from sarl_dist.vla.base import VLAPolicy
+from sarl_dist.wire import MAX_MESSAGE_BYTES, MsgpackServer
 
 log = logging.getLogger(__name__)
-# websockets logs every handshake header at DEBUG, the API key included: never below INFO.
-logging.getLogger("websockets").setLevel(logging.INFO)
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class PolicyServer:
+class PolicyServer(MsgpackServer):
     """Serve `policy` on host:port; one request at a time per connection, like openpi."""
+
+    kind = "policy server"
 
     def __init__(
         self,
@@ -46,28 +44,13 @@ class PolicyServer:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         drop_every: int = 0,
     ) -> None:
-        self.policy, self.host, self.port = policy, host, port
+        super().__init__(host, port, api_key, max_message_bytes)
+        self.policy = policy
         self.metadata = metadata or {}
-        self._api_key = api_key
-        self._max_bytes = max_message_bytes
         self._drop_every, self._requests = drop_every, 0
         self._lock = asyncio.Lock()  # the policy is not assumed thread- or task-safe
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path == "/healthz":
-            return connection.respond(http.HTTPStatus.OK, "OK\n")
-        if self._api_key is not None:
-            sent = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(sent.encode(), f"Api-Key {self._api_key}".encode()):
-                log.warning("refused a connection with a missing or wrong API key")
-                return connection.respond(http.HTTPStatus.UNAUTHORIZED, "invalid API key\n")
-        return None
-
-    async def _handler(self, ws: ServerConnection) -> None:
+    async def handle(self, ws: ServerConnection) -> None:
         packer = msgpack_numpy.Packer()
         await ws.send(packer.pack(self.metadata))
         prev_total = None
@@ -104,38 +87,3 @@ class PolicyServer:
                 await ws.send(f"{type(exc).__name__}: {exc}")
                 await ws.close(code=1011, reason="policy error; message in previous frame")
                 return
-
-    async def serve_async(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with serve(
-            self._handler,
-            self.host,
-            self.port,
-            compression=None,
-            max_size=self._max_bytes,
-            process_request=self._process_request,
-        ) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
-
-    def serve_forever(self) -> None:
-        asyncio.run(self.serve_async())
-
-    def start_background(self, timeout: float = 10.0) -> PolicyServer:
-        """Serve on a daemon thread (tests, in-process servers); returns once listening."""
-        self._thread = threading.Thread(
-            target=self.serve_forever, name="policy-server", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError(f"policy server did not start on {self.host}:{self.port}")
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving; a background server has released its port when this returns."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)

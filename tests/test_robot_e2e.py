@@ -1,0 +1,177 @@
+"""The real-robot mode end to end against a simulated robot: LIBERO-10 task 0 behind the
+robot server on 127.0.0.1, the skill VLA served by the run over openpi's protocol, and
+`sarl train` as a real subprocess whose stdin is the person (scripted answers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sarl_dist.config import EnvConfig, LiberoConfig, RobotSafetyConfig
+from sarl_dist.core.demos import save_demo
+from sarl_dist.robot.client import RobotClient
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_PROMPTS = [
+    "pick up the alphabet soup and put it in the basket",
+    "pick up the tomato sauce and put it in the basket",
+]
+
+
+@pytest.fixture(scope="module")
+def robot():
+    """The simulated robot: LIBERO behind the robot server, in this process."""
+    from sarl_dist.robot.backends import SimRobot
+    from sarl_dist.robot.safety import Safety
+    from sarl_dist.robot.server import RobotServer
+
+    backend = SimRobot(EnvConfig(kind="libero", task=0, libero=LiberoConfig(camera_size=64)))
+    # The skill VLA opens the gripper with -1; this robot allows -0.5: every such action
+    # is clipped.
+    safety = Safety(RobotSafetyConfig(action_low=(-1, -1, -1, -1, -1, -1, -0.5)))
+    server = RobotServer(backend, safety, port=0).start_background(60)
+    client = RobotClient(f"ws://127.0.0.1:{server.port}", connect_timeout=10)
+    yield server, client
+    client.close()
+    server.stop()
+    backend.close()
+
+
+def _config(tmp_path: Path, port: int, **train) -> Path:
+    cfg = yaml.safe_load((ROOT / "configs" / "robot_sim.yaml").read_text())
+    cfg["env"] |= {"decision_steps": 1, "max_decisions": train.pop("steps", 12)}
+    cfg["env"]["libero"]["camera_size"] = 64
+    cfg["env"]["robot"]["address"] = f"ws://127.0.0.1:{port}"
+    cfg["vlm"]["refresh_steps"] = 4
+    cfg["q"] = {"ensemble": 2, "hidden": 32, "image_features": 16}
+    cfg["learner"] = {"batch_size": 16, "warmup": 8, "updates_per_step": 0.5, "publish_every": 5}
+    cfg["runtime"] |= {"worker_cpus": 0.5, "learner_cpus": 0.5, "vlm_cpus": 0.25}
+    cfg["vla"]["server_cpus"] = 0.25
+    cfg["train"] = {"episodes": 10, "checkpoint_every": 5} | train
+    cfg["eval"] = {"every": 10, "episodes": 1}
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _sarl(*args: str, log: Path, stdin=subprocess.PIPE) -> subprocess.Popen:
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sarl_dist.cli.main", "train", *args],
+            stdin=stdin,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            text=True,
+        )
+
+
+def _demos(directory: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        save_demo(
+            directory / f"demo{k}.npz",
+            rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8),
+            rng.normal(size=(3, 8)),
+            DEMO_PROMPTS,
+        )
+    return directory
+
+
+# The person's answers, in the order the run asks: evaluation at 0, training episodes
+# 0-9 (episode 3: "s" while it runs, then Enter takes the marked success), evaluation at 10.
+LABELS = ["n", "n", "y", "n", "", "n", "n", "y", "n", "n", "y", "y"]
+SCRIPT = "".join(f"\n{'s' + chr(10) if i == 4 else ''}{label}\n" for i, label in enumerate(LABELS))
+
+
+def test_ten_labelled_episodes_write_the_run_directory(robot, tmp_path):
+    server, client = robot
+    config = _config(tmp_path, server.port, demos=str(_demos(tmp_path / "demos")))
+    run = tmp_path / "run"
+    log = tmp_path / "sarl.log"
+    proc = _sarl(str(config), "--out", str(run), "--no-progress", log=log)
+    proc.communicate(SCRIPT, timeout=600)
+    output = log.read_text()
+    assert proc.returncode == 0, output[-3000:]
+
+    labels = [json.loads(line) for line in (run / "labels.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in labels] == [a in ("y", "") for a in LABELS]
+    assert [r["episode"] for r in labels] == [-1, *range(10), -1]
+    assert all(r["source"] == "person" and r["reset_confirmed_at"] > 0 for r in labels)
+    assert "success_now_at" in labels[4] and "success_now_at" not in labels[5]
+
+    episodes = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    assert [e["episode"] for e in episodes] == list(range(10))
+    assert [e["success"] for e in episodes] == [r["label"] for r in labels[1:11]]
+    assert all(e["rewards"][-1] == float(e["success"]) for e in episodes)
+    assert all(e["label"]["label"] == e["success"] for e in episodes)
+    assert episodes[3]["decisions"] < 12  # the success mark ended it early
+    assert sum(e["clipped_actions"] for e in episodes) > 0
+    event = next(ev for e in episodes for ev in e["clip_events"])
+    assert event["reason"] == "action_bounds" and event["executed"][6] == -0.5
+
+    summary = json.loads((run / "summary.json").read_text())
+    decisions = sum(e["decisions"] for e in episodes)
+    assert summary["replay_size"] == decisions + 2 * len(DEMO_PROMPTS)  # the demos are in
+    assert summary["vlm"]["requests"] < decisions / 2  # candidates refreshed every 4 steps
+    cache = json.loads((run / "prompt_cache.json").read_text())
+    assert set(DEMO_PROMPTS) <= set(cache["texts"])
+    videos = sorted(p.name for p in (run / "videos").glob("*.mp4"))
+    assert len(videos) == 12
+    assert "train-00003-ok.mp4" in videos and "eval-00010-00-ok.mp4" in videos  # as labelled
+    assert client.status()["stopped"] is False
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_ctrl_c_stops_the_arm_checkpoints_and_the_run_resumes(robot, tmp_path):
+    server, client = robot
+    config = _config(tmp_path, server.port, steps=200, episodes=3, checkpoint_every=3)
+    run, log = tmp_path / "run", tmp_path / "first.log"
+    began = client.status()["episodes"]
+    proc = _sarl(str(config), "--out", str(run), "--no-progress", log=log)
+    proc.stdin.write("\nn\n\nn\n\n")  # eval at 0, episode 0, then episode 1 is confirmed
+    proc.stdin.flush()
+    _wait(
+        lambda: (s := client.status())["episodes"] == began + 3 and s["steps"] > 20,
+        300,
+        "episode 1 to be moving",
+    )
+    proc.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    proc.wait(timeout=30)
+    took = time.monotonic() - interrupted
+    output = log.read_text()
+    assert proc.returncode == 0, output[-3000:]
+    print(f"Ctrl-C to exit 0: {took:.2f} s")
+    assert took < 15, f"Ctrl-C took {took:.1f} s to exit"
+    status = client.status()
+    assert status["stopped"] is True
+    steps_at_stop = status["steps"]
+    assert "continue with: sarl train --resume" in output
+    assert (run / "checkpoints" / "ep-0000001").is_dir()
+    time.sleep(0.5)
+    assert client.status()["steps"] == steps_at_stop  # nothing moves after the stop
+
+    proc = _sarl("--resume", str(run), "--no-progress", log=tmp_path / "resumed.log")
+    proc.communicate("\ny\n\nn\n\ny\n", timeout=600)  # episodes 1 and 2, evaluation at 3
+    assert proc.returncode == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    episodes = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    assert [(e["episode"], e["success"]) for e in episodes] == [(0, False), (1, True), (2, False)]
+    assert json.loads((run / "summary.json").read_text())["episodes"] == 3
