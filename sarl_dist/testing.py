@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -294,3 +295,27 @@ class FakeGymArm:
 def fake_gym_arm(env_cfg: EnvConfig) -> FakeGymArm:
     """The `module:factory` the robot server's tests name: sarl_dist.testing:fake_gym_arm."""
     return FakeGymArm()
+
+
+def write_demos(
+    directory: Path,
+    prompts: list[str],
+    count: int = 2,
+    image_hw: tuple[int, int] = (64, 64),
+    state_dim: int = 8,
+    failed: tuple[int, ...] = (),
+) -> Path:
+    """`count` random demonstrations following `prompts` (those in `failed` unsuccessful)."""
+    from sarl_dist.core.demos import save_demo
+
+    rng = np.random.default_rng(0)
+    steps = len(prompts) + 1
+    for k in range(count):
+        save_demo(
+            Path(directory) / f"demo{k}.npz",
+            rng.integers(0, 255, (steps, *image_hw, 3), dtype=np.uint8),
+            rng.normal(size=(steps, state_dim)),
+            prompts,
+            success=k not in failed,
+        )
+    return Path(directory)

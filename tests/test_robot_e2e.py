@@ -12,13 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from sarl_dist.config import EnvConfig, LiberoConfig, RobotSafetyConfig
-from sarl_dist.core.demos import save_demo
 from sarl_dist.robot.client import RobotClient
+from sarl_dist.testing import write_demos
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_PROMPTS = [
@@ -77,18 +76,6 @@ def _sarl(*args: str, log: Path, stdin=subprocess.PIPE) -> subprocess.Popen:
         )
 
 
-def _demos(directory: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for k in range(2):
-        save_demo(
-            directory / f"demo{k}.npz",
-            rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8),
-            rng.normal(size=(3, 8)),
-            DEMO_PROMPTS,
-        )
-    return directory
-
-
 # The person's answers, in the order the run asks: evaluation at 0, training episodes
 # 0-9 (episode 3: "s" while it runs, then Enter takes the marked success), evaluation at 10.
 LABELS = ["n", "n", "y", "n", "", "n", "n", "y", "n", "n", "y", "y"]
@@ -97,7 +84,8 @@ SCRIPT = "".join(f"\n{'s' + chr(10) if i == 4 else ''}{label}\n" for i, label in
 
 def test_ten_labelled_episodes_write_the_run_directory(robot, tmp_path):
     server, client = robot
-    config = _config(tmp_path, server.port, demos=str(_demos(tmp_path / "demos")))
+    demos = write_demos(tmp_path / "demos", DEMO_PROMPTS)
+    config = _config(tmp_path, server.port, demos=str(demos))
     run = tmp_path / "run"
     log = tmp_path / "sarl.log"
     proc = _sarl(str(config), "--out", str(run), "--no-progress", log=log)

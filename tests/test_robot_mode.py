@@ -12,7 +12,7 @@ from sarl_dist.config import ConfigError
 from sarl_dist.core.demos import DEMO_EPISODE, DemoError, load_demos, save_demo
 from sarl_dist.core.prompt_cache import RESET_ID
 from sarl_dist.robot.operator import Operator, OperatorQuitError, relabel
-from sarl_dist.testing import make_batch, tiny_config
+from sarl_dist.testing import make_batch, tiny_config, write_demos
 
 ROBOT = ("env.kind=robot", "env.task=put the carrot on the plate", "runtime.num_workers=1")
 
@@ -58,16 +58,8 @@ def test_the_label_decides_the_final_reward_and_termination():
 
 
 def test_demonstrations_become_transitions_with_their_prompts(tmp_path):
-    rng = np.random.default_rng(0)
     prompts = ["pick up the carrot", "put it on the plate"]
-    for k in range(2):
-        save_demo(
-            tmp_path / f"demo{k}.npz",
-            rng.integers(0, 255, (3, 96, 128, 3), dtype=np.uint8),
-            rng.normal(size=(3, 7)),
-            prompts,
-            success=k == 0,
-        )
+    write_demos(tmp_path, prompts, image_hw=(96, 128), state_dim=7, failed=(1,))
     demos = load_demos(tmp_path)
     assert [d.prompts for d in demos] == [tuple(prompts)] * 2
     batch = demos[0].batch({"pick up the carrot": 5, "put it on the plate": 6}, 16)
