@@ -51,6 +51,9 @@ def test_report_pools_seeds_into_mean_and_standard_error(tmp_path):
     assert (b, "random", 0) not in rows
     text = md.read_text()
     assert "0.50 ± 0.12 (3)" in text and f"## {b}" in text
+    # The final-point table: each method's last point, with the episodes it was taken at.
+    assert f"| {a} | 0.90 ± 0.10 (2) [100] | 0.20 ± 0.00 (1) [100] |" in text
+    assert f"| {b} | 0.40 ± 0.00 (1) [50] |  |" in text
     assert (out / "learning_curves.png").stat().st_size > 5000
     assert (out / "final_success.png").stat().st_size > 5000
 

@@ -102,6 +102,10 @@ def _link(path: Path, base: Path) -> str:
     return str(path.relative_to(base) if path.is_relative_to(base) else path.resolve())
 
 
+def _cell(cell: Cell) -> str:
+    return f"{cell.mean:.2f} ± {cell.se:.2f} ({cell.seeds})"
+
+
 def _method_key(method: str) -> tuple[int, str]:
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
@@ -139,7 +143,21 @@ def write_report(root: Path, out: Path | None = None) -> Path:
         "",
         "![final success](final_success.png)",
         "",
+        "## Final point",
+        "",
+        "Each method's last evaluation point (training episodes seen in brackets).",
+        "",
+        "| task | " + " | ".join(methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
     ]
+    for task in tasks:
+        row = []
+        for method in methods:
+            cells = table.get((task, method))
+            last = max(cells) if cells else None
+            row.append(_cell(cells[last]) + f" [{last}]" if cells else "")
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
+    lines.append("")
     for task in tasks:
         lines += [f"## {task}", "", "| method | " + " | ".join(f"ep {p}" for p in points) + " |"]
         lines.append("|---" * (len(points) + 1) + "|")
@@ -147,10 +165,7 @@ def write_report(root: Path, out: Path | None = None) -> Path:
             cells = table.get((task, method))
             if cells is None:
                 continue
-            row = [
-                f"{cells[p].mean:.2f} ± {cells[p].se:.2f} ({cells[p].seeds})" if p in cells else ""
-                for p in points
-            ]
+            row = [_cell(cells[p]) if p in cells else "" for p in points]
             lines.append(f"| {method} | " + " | ".join(row) + " |")
         videos = [(r, v) for r in results if r.task == task for v in r.videos[:2]]
         if videos:
