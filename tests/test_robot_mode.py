@@ -3,7 +3,10 @@ protocol, relabelling by the person's answer, demonstrations as transitions, and
 config rules of a one-robot run."""
 
 import io
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +102,19 @@ def test_a_bad_demonstration_is_named(tmp_path):
 def test_robot_configs_are_checked_before_anything_moves(overrides, message):
     with pytest.raises(ConfigError, match=message):
         tiny_config(*overrides)
+
+
+def test_train_without_a_robot_server_fails_at_once_and_creates_nothing(tmp_path):
+    out = tmp_path / "run"
+    overrides = ["env.robot.connect_timeout=1", "env.robot.address=ws://127.0.0.1:9"]
+    args = ["configs/robot_sim.yaml", "--out", str(out), *(f"--set={o}" for o in overrides)]
+    done = subprocess.run(
+        [sys.executable, "-m", "sarl_dist.cli.main", "train", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "error: no robot server at ws://127.0.0.1:9 after 1s" in done.stderr
+    assert not out.exists()

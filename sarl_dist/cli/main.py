@@ -33,6 +33,25 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _preflight(cfg) -> None:
+    """What stops a run before anything starts: an unknown task, a remote VLM without its
+    API key, an unreadable demonstration, a robot server that does not answer."""
+    from sarl_dist.core.demos import load_demos
+    from sarl_dist.envs import env_spec
+    from sarl_dist.vlm import make_proposer
+
+    env_spec(cfg)
+    make_proposer(cfg)
+    if cfg.train.demos:
+        load_demos(cfg.train.demos)
+    if cfg.env.kind == "robot":
+        from sarl_dist.envs.robot import robot_api_key
+        from sarl_dist.robot.client import RobotClient
+
+        robot = cfg.env.robot
+        RobotClient(robot.address, robot_api_key(cfg.env), robot.connect_timeout).close()
+
+
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Argument(help="Experiment YAML (see configs/).")] = None,
@@ -45,12 +64,10 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show live progress.")] = True,
 ) -> None:
     """Train (or evaluate a baseline) and write a run directory."""
-    from sarl_dist.core.demos import load_demos
-    from sarl_dist.envs import env_spec
+    from sarl_dist.robot.client import RobotError
     from sarl_dist.runtime.checkpoint import CheckpointError
     from sarl_dist.runtime.driver import RunError, run_training
     from sarl_dist.runtime.rundir import RunDir
-    from sarl_dist.vlm import make_proposer
 
     _log_warnings()
     try:
@@ -58,21 +75,19 @@ def train(
             cfg = load_config(config, set_ or []) if config or set_ else None
             run = RunDir.open(resume, cfg)
             cfg = run.cfg
-            env_spec(cfg)
-            make_proposer(cfg)
+            _preflight(cfg)
         else:
             if config is None:
                 _fail("give a CONFIG file (or --resume DIR)")
             cfg = load_config(config, set_ or [])
-            env_spec(cfg)  # an unknown task stops here, before anything starts
-            make_proposer(cfg)  # so does a remote VLM without its API key
-            if cfg.train.demos:
-                load_demos(cfg.train.demos)  # and an unreadable demonstration
+            _preflight(cfg)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = out or Path("runs") / f"{cfg.env.kind}-{cfg.method}-s{cfg.seed}-{stamp}"
             run = RunDir.create(out, cfg)
-    except ConfigError as exc:
+    except ValueError as exc:  # ConfigError, a key variable that is not set
         _fail(str(exc))
+    except RobotError as exc:
+        _fail(str(exc), code=1)
     try:
         summary = run_training(
             cfg, run, address=address, resume=resume is not None, show_progress=progress
