@@ -17,6 +17,7 @@ from sarl_dist.vla import make_server_policy
 from sarl_dist.vla.base import ChunkedVLA, VLAError
 from sarl_dist.vla.client import WebsocketVLA
 from sarl_dist.vla.server import PolicyServer
+from sarl_dist.wire import MsgpackServer
 
 OBS = {"observation/state": np.zeros(8, np.float32), "prompt": "open the drawer"}
 
@@ -92,6 +93,22 @@ def test_oversized_frames_are_refused():
 def test_no_server_fails_by_the_deadline_not_a_hang():
     with pytest.raises(VLAError, match="no policy server"):
         WebsocketVLA("127.0.0.1", 1, connect_timeout=0.5)
+
+
+def test_a_server_dying_as_we_connect_is_retried_until_the_deadline():
+    """A replica killed mid-handshake drops the connection before its metadata frame:
+    that is a server not there yet, retried, then a VLAError; never a raw websockets error."""
+
+    class Dying(MsgpackServer):
+        async def handle(self, ws):
+            ws.transport.abort()
+
+    dying = Dying(port=0).start_background()
+    try:
+        with pytest.raises(VLAError, match=r"no policy server .* \(ConnectionClosedError"):
+            WebsocketVLA("127.0.0.1", dying.port, connect_timeout=0.5)
+    finally:
+        dying.stop()
 
 
 def test_metadata_mismatch_is_refused(server):

@@ -102,6 +102,8 @@ class WebsocketVLA:
                 error: Exception = exc
             except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
                 error = exc
+            except websockets.ConnectionClosed as exc:  # a server dying as we connect
+                error = exc
             if time.monotonic() + delay > deadline:
                 raise _UnreachableError(
                     f"no policy server at {uri} after {timeout:.0f}s "
