@@ -45,11 +45,9 @@ def _preflight(cfg) -> None:
     if cfg.train.demos:
         load_demos(cfg.train.demos)
     if cfg.env.kind == "robot":
-        from sarl_dist.envs.robot import robot_api_key
-        from sarl_dist.robot.client import RobotClient
+        from sarl_dist.envs.robot import robot_client
 
-        robot = cfg.env.robot
-        RobotClient(robot.address, robot_api_key(cfg.env), robot.connect_timeout).close()
+        robot_client(cfg.env).close()
 
 
 @app.command()

@@ -36,9 +36,20 @@ def spec(cfg: EnvConfig) -> EnvSpec:
     )
 
 
-def robot_api_key(cfg: EnvConfig) -> str | None:
-    """The robot server's key, from the environment only (never from a config file)."""
-    return api_key_from_env(cfg.robot.api_key_env, "env.robot.api_key_env")
+def robot_client(
+    cfg: EnvConfig, connect_timeout: float | None = None, request_timeout: float | None = None
+):
+    """A connection to the configured robot server; its key comes from the environment only
+    (never from a config file). Timeouts default to env.robot's."""
+    from sarl_dist.robot.client import RobotClient
+
+    r = cfg.robot
+    return RobotClient(
+        r.address,
+        api_key_from_env(r.api_key_env, "env.robot.api_key_env"),
+        r.connect_timeout if connect_timeout is None else connect_timeout,
+        r.request_timeout if request_timeout is None else request_timeout,
+    )
 
 
 def load_classifier(path: str) -> Callable[[dict[str, Any]], float]:
@@ -63,19 +74,12 @@ def proprio(state: np.ndarray) -> np.ndarray:
 
 class RobotEnv(Env):
     def __init__(self, cfg: EnvConfig) -> None:
-        from sarl_dist.robot.client import RobotClient
-
         self.cfg, self.rcfg = cfg, cfg.robot
         self.spec = spec(cfg)
         self.classifier = (
             load_classifier(self.rcfg.reward_classifier) if self.rcfg.reward_classifier else None
         )
-        self.client = RobotClient(
-            self.rcfg.address,
-            robot_api_key(cfg),
-            self.rcfg.connect_timeout,
-            self.rcfg.request_timeout,
-        )
+        self.client = robot_client(cfg)
         meta = self.client.metadata
         if meta.get("action_dim") != self.rcfg.action_dim:
             raise ValueError(

@@ -25,7 +25,7 @@ import ray
 
 from sarl_dist.config import Config
 from sarl_dist.core.replay import Batch
-from sarl_dist.envs.robot import robot_api_key
+from sarl_dist.envs.robot import robot_client
 
 SUCCESS_KEY = "s"
 POLL_SECONDS = 0.1
@@ -121,12 +121,9 @@ class Attended:
     """Runs one robot episode at a time with the person (see the module docstring)."""
 
     def __init__(self, cfg: Config, operator: Operator, log: Callable[[dict], None]) -> None:
-        from sarl_dist.robot.client import RobotClient
-
         self.cfg, self.operator, self.log = cfg, operator, log
-        r = cfg.env.robot
         # Its own connection: stop and success marks must not queue behind a running step.
-        self.control = RobotClient(r.address, robot_api_key(cfg.env), r.connect_timeout, 5.0)
+        self.control = robot_client(cfg.env, request_timeout=5.0)
 
     def run(self, job: tuple[int, int], greedy: bool, launch) -> tuple[dict, Any]:
         """`launch()` starts the episode on the robot's worker: (summary_ref, batch_ref).
@@ -178,10 +175,7 @@ class Attended:
 
     def stop_arm(self) -> None:
         """Stop motion now, on a fresh connection (the usual one may be mid-command)."""
-        from sarl_dist.robot.client import RobotClient
-
-        r = self.cfg.env.robot
-        client = RobotClient(r.address, robot_api_key(self.cfg.env), 5.0, 5.0)
+        client = robot_client(self.cfg.env, 5.0, 5.0)
         try:
             client.stop()
         finally:

@@ -63,17 +63,20 @@ def verify(directory: Path) -> dict:
     return manifest["meta"]
 
 
+def episodes_of(directory: Path) -> int:
+    """The episode count a checkpoint directory is named by (ep-0000012 -> 12)."""
+    return int(directory.name.split("-")[-1])
+
+
 def latest(root: Path) -> Path | None:
     """The newest sealed checkpoint under root (named by episode count), if any."""
     if not root.is_dir():
         return None
     sealed = [p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
-    return max(sealed, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return max(sealed, key=episodes_of, default=None)
 
 
 def prune(root: Path, keep: int) -> None:
-    sealed = sorted(
-        (p for p in root.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("-")[-1])
-    )
+    sealed = sorted((p for p in root.iterdir() if p.is_dir()), key=episodes_of)
     for old in sealed[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -453,7 +453,7 @@ class Driver:
         if not self._services:
             return  # interrupted while starting: nothing to save yet
         latest = ckpt.latest(self.run.checkpoints)
-        if latest is None or ckpt.verify(latest)["episodes"] != self.state.episodes:
+        if latest is None or ckpt.episodes_of(latest) != self.state.episodes:
             self.checkpoint()
 
     def restore(self, directory: Path) -> None:
