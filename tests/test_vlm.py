@@ -15,7 +15,7 @@ from PIL import Image
 from sarl_dist.config import ConfigError
 from sarl_dist.testing import FakeReply, FakeVLMServer, scripted, tiny_config
 from sarl_dist.vlm import ask, make_proposer
-from sarl_dist.vlm.base import ProposalError, ProposalRequest
+from sarl_dist.vlm.base import HistoryItem, ProposalError, ProposalRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "put the black bowl in the bottom drawer of the cabinet and close it"
@@ -199,6 +199,19 @@ def test_template_proposer_draws_on_the_libero_scene():
     assert any(d in c for c in seen for d in distractors)  # scene objects, not in the task
     frozen = ProposalRequest(task, image, ("reset to home", task, steps[1]), True, 4)
     assert proposer.propose(frozen) == [steps[1], task]
+
+
+def test_template_proposer_restates_an_atomic_sentence_in_the_scenes_names():
+    # LIBERO-10 task 5 says "the book"; its scene (and the VLA's training) says "black book".
+    proposer = make_proposer(tiny_config(*LIBERO_TEMPLATE, "env.task=5"))
+    task = "pick up the book and place it in the back compartment of the caddy"
+    grounded = "pick up the black book and put it in the back compartment of the caddy"
+    for value in range(8):
+        req = ProposalRequest(task, np.full((8, 8, 3), value, np.uint8), (), False, 4)
+        assert proposer.propose(req)[:2] == [task, grounded]
+    image = np.zeros((8, 8, 3), np.uint8)
+    after_one = ProposalRequest(task, image, (), False, 4, (HistoryItem(task, image),))
+    assert proposer.propose(after_one)[:2] == [grounded, task]  # VLM-only: the next one first
 
 
 def test_template_proposer_offers_scene_commands_the_sentence_lacks():

@@ -13,6 +13,10 @@ from LIBERO's BDDL, vlm/scene.py) it derives:
   task sentence itself,
 - what else the scene affords: each object to each place, each fixture command.
 
+An atomic sentence has nothing to decompose: its steps are then the sentence and its
+restatements in the scene's own names for the object ("the book" -> "the black book"),
+as a VLM looking at the scene would name it; which of them the VLA follows is for RL.
+
 Each query offers the decomposition steps first (up to n - 1) and fills the rest with a
 sample of the others, seeded by the run's seed and the image, so the same scene gets the
 same candidates. Which candidate works at which point is what RL has to learn. Asked
@@ -62,6 +66,15 @@ def decompose(task: str) -> list[str]:
     return steps
 
 
+def restatements(step: str, scene: Scene | None) -> list[str]:
+    """A pick-and-place step with its object called by the scene's other names for it."""
+    m = _PLACE.match(step)
+    if not m or scene is None:
+        return []
+    dst = m["dst"].removeprefix("the ")
+    return [_pick_place(alias, m["rel"], dst) for alias in scene.other_names(m["obj"])]
+
+
 _OPPOSITE = {"open": "close", "close": "open", "turn on": "turn off", "turn off": "turn on"}
 _COMMAND = re.compile(r"^(?P<verb>open|close|turn on|turn off) the (?P<what>.+)$")
 
@@ -75,9 +88,9 @@ def variants(step: str, scene: Scene | None = None) -> tuple[list[str], list[str
         return [], []
     obj, rel, dst = m["obj"], m["rel"], m["dst"].removeprefix("the ")
     paraphrases = [f"put the {obj} {rel} the {dst}", f"deposit the {obj} inside the {dst}"]
+    paraphrases += restatements(step, scene)
     wrong = [f"pick up the {obj}", f"pick up the {dst}"]
     if scene is not None:
-        paraphrases += [_pick_place(alias, rel, dst) for alias in scene.other_names(obj)]
         wrong += [_pick_place(o, rel, dst) for o in scene.objects if o not in (obj, dst)]
         wrong += [
             f"pick up the {obj} and put it {place}"
@@ -93,6 +106,8 @@ class TemplateProposer:
 
     def propose(self, request: ProposalRequest) -> list[str]:
         steps = decompose(request.task)
+        if len(steps) == 1:
+            steps += restatements(steps[0], self.scene)
         others: list[str] = []
         for step in steps:
             paraphrases, wrong = variants(step, self.scene)
