@@ -1,17 +1,20 @@
-"""Framework overhead per semantic decision on the skill chain, with 1 and 2 workers.
+"""Framework overhead per semantic decision on the skill chain, with 1, 2, ... workers.
 
 Overhead is the time a decision spends outside the environment and the VLA: weight
 polling, the Q-ensemble forward, the VLM-service round trip, Ray scheduling. Each
 runtime row is compared with a plain single-process loop measured in the same run
-(same env, VLA, proposer and Q forward, no Ray), because this machine is noisy.
+(same env, VLA, proposer and Q forward, no Ray), because this machine is noisy, and each
+N-worker row with N times the 1-worker row of the same run (the skill chain's steps cost
+nothing, so this is the framework's own scaling: a worst case).
 
-    python benchmarks/overhead.py [--episodes 60] [--out bench.json]
+    python benchmarks/overhead.py [--episodes 60] [--workers 1 2] [--out bench.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -78,17 +81,23 @@ def plain_loop(cfg: Config, decisions: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=60)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    if args.workers[0] != 1:
+        parser.error("--workers must start at 1 (the scaling baseline)")
+    cpus = max(4, os.cpu_count() or 1, 2 * max(args.workers))
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for learning in (False, True):
-            for workers in (1, 2):
+            for workers in args.workers:
                 cfg = bench_config(workers, args.episodes, learning)
                 baseline = plain_loop(cfg, 300)
                 run = RunDir.create(Path(tmp) / f"w{workers}-{learning}", cfg)
                 s = run_training(cfg, run, show_progress=False)
+                if workers == 1:
+                    one_worker = s["decisions_per_second"]
                 rows.append(
                     {
                         "workers": workers,
@@ -96,6 +105,9 @@ def main() -> None:
                         "decisions_per_s": round(s["decisions_per_second"], 1),
                         "plain_loop_decisions_per_s": round(baseline, 1),
                         "ratio_vs_plain_loop": round(s["decisions_per_second"] / baseline, 3),
+                        "aggregate_vs_n_x_one": round(
+                            s["decisions_per_second"] / (workers * one_worker), 3
+                        ),
                         "overhead_ms_p50": round(s["overhead_ms_p50"], 2),
                         "overhead_ms_p95": round(s["overhead_ms_p95"], 2),
                         "staleness_updates_p95": s["staleness_updates_p95"],

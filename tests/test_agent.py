@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sarl_dist.core.agent import SARLAgent, expected_sarsa_target
+from sarl_dist.core.qnet import QEnsemble
 from sarl_dist.testing import image_of, make_batch, tiny_config
 
 
@@ -119,3 +120,19 @@ def test_state_round_trip_restores_weights_targets_optimiser_and_count():
     other.update(batch)  # identical optimiser state -> identical step
     for a, b in zip(agent.q.parameters(), other.q.parameters(), strict=True):
         assert torch.allclose(a, b)
+
+
+def test_acting_on_one_state_gives_the_q_values_of_the_batched_learning_path():
+    # One state runs the members' CNNs as grouped convolutions, a batch runs them one by one.
+    torch.manual_seed(0)
+    q = QEnsemble(num_prompts=6, members=3)
+    images = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    proprio = torch.randn(4, 8)
+    with torch.no_grad():
+        batched = q(images, proprio)
+        for b in range(4):
+            one = q(images[b : b + 1], proprio[b : b + 1])
+            assert torch.allclose(one[:, 0], batched[:, b], atol=1e-5)
+    loss = q(images[:1], proprio[:1]).sum()
+    loss.backward()  # the grouped path still trains every member
+    assert all(cnn[0].weight.grad.abs().sum() > 0 for cnn in q.cnns)
