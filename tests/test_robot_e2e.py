@@ -73,6 +73,9 @@ def _sarl(*args: str, log: Path, stdin=subprocess.PIPE) -> subprocess.Popen:
             env=env,
             cwd=ROOT,
             text=True,
+            # A shell that runs the suite in the background hands its children SIGINT ignored,
+            # and Python then installs no Ctrl-C handler; the person at a terminal has one.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
