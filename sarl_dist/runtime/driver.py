@@ -55,6 +55,9 @@ from sarl_dist.vla.client import VLAConnectionLostError
 log = logging.getLogger(__name__)
 PLACEMENT_TIMEOUT_S = 120.0
 CACHE_FILE, DRIVER_FILE = "prompt_cache.json", "driver.json"
+# Seconds between the live view's fetches of Learner and VLM stats while committing episodes:
+# fetched for every episode, with many fast workers they made the driver's commit the ceiling.
+LIVE_STATS_EVERY_S = 1.0
 RESPONSES_FILE = "vlm_responses.jsonl"  # the VLM's answers, so a resumed run does not pay again
 
 
@@ -129,6 +132,7 @@ class Driver:
         self._vla_addresses: list[tuple[str, int]] = []
         self.faults: Counter[str] = Counter()
         self._overhead: list[float] = []
+        self._live: tuple[float, dict, dict] | None = None  # (when, learner stats, VLM stats)
         self._staleness: list[int] = []
         self._decisions = 0
         self._train_seconds = 0.0
@@ -356,8 +360,7 @@ class Driver:
             self._overhead += summary["overhead_ms"]
             self._staleness += summary["staleness_updates"]
             self._decisions += summary["decisions"]
-            learner = self._learner_stats()
-            vlm = self._save_responses()
+            learner, vlm = self._live_stats()
             live = self._record(summary, learner)
             self.run.log_scalars(
                 summary["episode"],
@@ -396,6 +399,14 @@ class Driver:
         m.decisions_per_second.set(rates["train/decisions_per_second"])
         m.updates_per_second.set(rates["learner/updates_per_second"])
         return {**rates, "train/successes": self.state.successes}
+
+    def _live_stats(self) -> tuple[dict, dict]:
+        """The Learner's and the VLM's stats for the live view, at most every
+        LIVE_STATS_EVERY_S (checkpoints and the summary fetch their own)."""
+        now = time.monotonic()
+        if self._live is None or now - self._live[0] >= LIVE_STATS_EVERY_S:
+            self._live = (now, self._learner_stats(), self._save_responses())
+        return self._live[1], self._live[2]
 
     def _learner_stats(self) -> dict:
         return ray.get(self.learner.stats.remote())
