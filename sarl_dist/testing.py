@@ -12,6 +12,8 @@ import http.server
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -319,3 +321,16 @@ def write_demos(
             success=k not in failed,
         )
     return Path(directory)
+
+
+def run_sarl(*args: str, timeout: float = 120.0, env: dict | None = None):
+    """`sarl ARGS...` as a user runs it (a fresh process, from the repository root, so
+    relative config paths work), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "sarl_dist.cli.main", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

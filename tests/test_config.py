@@ -1,10 +1,9 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sarl_dist.config import Config, ConfigError, load_config
+from sarl_dist.testing import run_sarl
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -57,22 +56,8 @@ def test_too_many_seed_prompts_for_the_cache():
 
 def test_cli_stops_on_a_bad_config_and_leaves_nothing(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sarl_dist.cli.main",
-            "train",
-            str(CONFIGS / "skill_chain.yaml"),
-            "--set",
-            "cache.capacity=1",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    args = ["train", str(CONFIGS / "skill_chain.yaml"), "--set", "cache.capacity=1"]
+    proc = run_sarl(*args, "--out", str(out), timeout=60)
     assert proc.returncode == 2
     assert "cache.capacity" in proc.stderr
     assert not out.exists()

@@ -3,10 +3,7 @@ protocol, relabelling by the person's answer, demonstrations as transitions, and
 config rules of a one-robot run."""
 
 import io
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ from sarl_dist.config import ConfigError
 from sarl_dist.core.demos import DEMO_EPISODE, DemoError, load_demos, save_demo
 from sarl_dist.core.prompt_cache import RESET_ID
 from sarl_dist.robot.operator import Operator, OperatorQuitError, relabel
-from sarl_dist.testing import make_batch, tiny_config, write_demos
+from sarl_dist.testing import make_batch, run_sarl, tiny_config, write_demos
 
 ROBOT = ("env.kind=robot", "env.task=put the carrot on the plate", "runtime.num_workers=1")
 
@@ -108,13 +105,7 @@ def test_train_without_a_robot_server_fails_at_once_and_creates_nothing(tmp_path
     out = tmp_path / "run"
     overrides = ["env.robot.connect_timeout=1", "env.robot.address=ws://127.0.0.1:9"]
     args = ["configs/robot_sim.yaml", "--out", str(out), *(f"--set={o}" for o in overrides)]
-    done = subprocess.run(
-        [sys.executable, "-m", "sarl_dist.cli.main", "train", *args],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_sarl("train", *args)
     assert done.returncode == 1
     assert "error: no robot server at ws://127.0.0.1:9 after 1s" in done.stderr
     assert not out.exists()

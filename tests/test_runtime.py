@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from sarl_dist.runtime.learner import Learner
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService
 from sarl_dist.runtime.worker import EnvWorker
-from sarl_dist.testing import make_batch, tiny_config
+from sarl_dist.testing import make_batch, run_sarl, tiny_config
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,33 +110,17 @@ def test_random_baseline_does_not_learn(tmp_path):
 
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "cli-run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sarl_dist.cli.main",
-            "train",
-            str(ROOT / "configs/skill_chain.yaml"),
-            "--out",
-            str(out),
-            "--no-progress",
-            *(
-                arg
-                for o in [
-                    "train.episodes=4",
-                    "eval.every=4",
-                    "eval.episodes=2",
-                    "q.ensemble=2",
-                    "learner.warmup=4",
-                    "learner.batch_size=8",
-                ]
-                for arg in ("--set", o)
-            ),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    overrides = [
+        "train.episodes=4",
+        "eval.every=4",
+        "eval.episodes=2",
+        "q.ensemble=2",
+        "learner.warmup=4",
+        "learner.batch_size=8",
+    ]
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    config = str(ROOT / "configs/skill_chain.yaml")
+    proc = run_sarl("train", config, "--out", str(out), "--no-progress", *sets, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["episodes"] == 4

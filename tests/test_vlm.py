@@ -3,8 +3,6 @@ schema and its repair rules, the template proposer on LIBERO scenes, `sarl propo
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sarl_dist.config import ConfigError
-from sarl_dist.testing import FakeReply, FakeVLMServer, scripted, tiny_config
+from sarl_dist.testing import FakeReply, FakeVLMServer, run_sarl, scripted, tiny_config
 from sarl_dist.vlm import ask, make_proposer
 from sarl_dist.vlm.base import HistoryItem, ProposalError, ProposalRequest
 
@@ -224,16 +222,6 @@ def test_template_proposer_offers_scene_commands_the_sentence_lacks():
     assert {"turn on the stove", "put the moka pot on the stove"} <= pool
 
 
-def _sarl(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "sarl_dist.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-
-
 def test_sarl_propose_prints_candidates_as_json(tmp_path):
     image = tmp_path / "scene.png"
     Image.fromarray(IMAGE).save(image)
@@ -242,17 +230,17 @@ def test_sarl_propose_prints_candidates_as_json(tmp_path):
     choices = {"choices": [{"index": 2, "prompt": "close it"}]}
     with FakeVLMServer(scripted(FakeReply.json(choices))) as server:
         args = ["propose", "--task", TASK, "--image", str(image), "--base-url", server.url]
-        proc = _sarl(*args, "--cache", str(cache), env={**os.environ, "GEMINI_API_KEY": KEY})
+        proc = run_sarl(*args, "--cache", str(cache), env={**os.environ, "GEMINI_API_KEY": KEY})
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["candidates"] == [{"id": 2, "prompt": "close it"}] and out["frozen_cache"]
     assert out["tokens_in"] == 300
     assert KEY not in proc.stdout + proc.stderr
     no_key = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-    proc = _sarl("propose", "--task", TASK, "--image", str(image), env=no_key)
+    proc = run_sarl("propose", "--task", TASK, "--image", str(image), env=no_key)
     assert proc.returncode == 2 and "GEMINI_API_KEY" in proc.stderr
     libero = ["--set", "env.kind=libero", "--set", "env.task=3"]
-    proc = _sarl(
+    proc = run_sarl(
         "propose",
         "--backend",
         "template",
