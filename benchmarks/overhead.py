@@ -111,6 +111,8 @@ def main() -> None:
                         "overhead_ms_p50": round(s["overhead_ms_p50"], 2),
                         "overhead_ms_p95": round(s["overhead_ms_p95"], 2),
                         "staleness_updates_p95": s["staleness_updates_p95"],
+                        "worker_wait_ms_p50": round(s["worker_wait_ms_p50"], 2),
+                        "worker_wait_ms_p95": round(s["worker_wait_ms_p95"], 2),
                     }
                 )
     ray.shutdown()

@@ -52,6 +52,30 @@ def test_dying_workers_and_a_flaky_vlm_lose_nothing(tmp_path):
     assert vlm["errors"]["injected"] > 0 and vlm["fallbacks"] >= vlm["errors"]["injected"]
 
 
+def test_a_worker_dying_with_its_next_episode_queued_is_blamed_for_the_one_it_ran(tmp_path):
+    # One worker always has its next episode queued behind the one it runs; each worker
+    # dies in its third episode, so the failures must name episodes 2, 4 and 6 (and the
+    # evaluation episode after 7), never the queued ones, and every episode runs once.
+    cfg, run, summary = _train(
+        tmp_path,
+        "runtime.num_workers=1",
+        "eval.at_start=false",
+        "eval.every=8",
+        "eval.episodes=1",
+        "train.checkpoint_every=8",
+        "faults.kill_worker_every=3",
+    )
+    _check_invariants(cfg, run, summary)
+    failures = run.read_jsonl("failures.jsonl")
+    assert [(f["episode"], f["kind"]) for f in failures] == [
+        (2, "worker_died"),
+        (4, "worker_died"),
+        (6, "worker_died"),
+        (-1, "worker_died"),
+    ]
+    assert [e["episode"] for e in run.read_jsonl("episodes.jsonl")] == list(range(8))
+
+
 def test_a_killed_learner_and_vlm_service_restore_themselves(tmp_path):
     cfg, run, summary = _train(
         tmp_path,

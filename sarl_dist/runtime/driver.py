@@ -1,10 +1,12 @@
 """The driver: starts a run's actors in one placement group and drives it to the end.
 
 Training proceeds in phases that end at evaluation and checkpoint points. Inside a phase
-every worker always has an episode in flight; a finished episode is committed to the
-Learner in one call, then logged. At a phase end the driver waits for the Learner to
-spend its update budget, so evaluation sees the policy the data paid for, then runs
-greedy episodes on the workers and checkpoints everything a resume needs.
+every worker always has an episode running and, while enough jobs wait, its next one
+queued behind it; a finished episode is sent to the Learner in one call and logged once
+the Learner acknowledges it, without the driver waiting in between, so the driver is off
+the workers' critical path. At a phase end the driver waits for the Learner to spend its
+update budget, so evaluation sees the policy the data paid for, then runs greedy
+episodes on the workers and checkpoints everything a resume needs.
 
 Faults (docs/reliability.md): an episode whose worker dies or raises is run again from
 its start on a fresh worker, at most `runtime.episode_attempts` times; one cut short by
@@ -22,7 +24,7 @@ import logging
 import math
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,8 +136,13 @@ class Driver:
         self._overhead: list[float] = []
         self._live: tuple[float, dict, dict] | None = None  # (when, learner stats, VLM stats)
         self._staleness: list[int] = []
+        self._worker_wait: list[float] = []  # seconds between a worker's training episodes
+        self._unacknowledged: deque[tuple[ray.ObjectRef, dict]] = deque()  # sent to the Learner
         self._decisions = 0
         self._train_seconds = 0.0
+        # The driver loop's CPU per training episode (its thread: Ray's own run beside it),
+        # so one run commits at most 1 / that episodes per second (benchmarks/shared_actors.py).
+        self._train_cpu_seconds, self._train_episodes = 0.0, 0
         self.metrics = RunMetrics(run.path.name)
         self._decision_rate, self._update_rate = Rate(), Rate()
         store = cfg.vlm.response_store
@@ -265,32 +272,58 @@ class Driver:
     def _run_episodes(
         self, jobs: list[tuple[int, int]], greedy: bool, on_done, videos: dict | None = None
     ) -> None:
-        """Run (episode, seed) jobs, each worker always busy; on_done(summary, batch_ref).
+        """Run (episode, seed) jobs on the workers; on_done(summary, batch_ref) for each.
 
-        A job that fails is queued again and run from its start; only whole episodes reach
-        on_done, each once."""
+        While at least as many jobs wait as there are workers, every worker has its next
+        episode queued behind the one it runs, and starts it without a round trip to the
+        driver; the last jobs go to whichever worker is free first, so a phase does not end
+        waiting on one worker's queue. A job that fails is queued again and run from its
+        start; only whole episodes reach on_done, each once."""
         if self.attended is not None:
             return self._run_attended(jobs, greedy, on_done, videos)
-        pending: dict = {}
+        pending: dict = {}  # summary ref -> (slot, job, batch ref), in the order sent
         queue = list(reversed(jobs))
-        idle = list(range(len(self.workers)))
+        load = [0] * len(self.workers)  # episodes sent to each worker and not yet back
         setbacks: Counter[tuple] = Counter()
-        while queue or pending:
-            while queue and idle:
-                slot, job = idle.pop(), queue.pop()
+        returned: dict[int, float] = {}  # slot -> when its worker returned its last episode
+        handoff = None
+        while queue or pending or handoff:
+            while queue:
+                slot = min(range(len(load)), key=load.__getitem__)
+                if load[slot] >= (2 if len(queue) >= len(load) else 1):
+                    break
+                job = queue.pop()
                 video = (videos or {}).get(job[0])
                 summary_ref, batch_ref = self.workers[slot].run_episode.remote(*job, greedy, video)
                 pending[summary_ref] = (slot, job, batch_ref)
+                load[slot] += 1
+            if handoff is not None:  # after its worker has its next episode
+                on_done(*handoff)
+                handoff = None
+                continue
             done, _ = ray.wait(list(pending), num_returns=1)
-            slot, job, batch_ref = pending.pop(done[0])
-            idle.append(slot)
+            slot = pending[done[0]][0]
             try:
                 summary = ray.get(done[0])
             except ray.exceptions.RayError as exc:
-                self._interrupted(slot, job, exc, setbacks)
-                queue.append(job)
+                # A worker runs its episodes in order: when it dies, the oldest one sent is
+                # the one it was running. A replaced worker's queue goes with it.
+                mine = [ref for ref, sent in pending.items() if sent[0] == slot]
+                died = isinstance(exc, ray.exceptions.RayActorError)
+                job = pending[mine[0] if died else done[0]][1]
+                replaced = self._interrupted(slot, job, exc, setbacks)
+                for ref in reversed(mine if replaced else done):  # the oldest goes out first
+                    queue.append(pending.pop(ref)[1])
+                    load[slot] -= 1
+                if replaced:
+                    returned.pop(slot, None)
                 continue
-            on_done(summary, batch_ref)
+            _, _, batch_ref = pending.pop(done[0])
+            load[slot] -= 1
+            if slot in returned and not greedy:
+                self._worker_wait.append(summary["started_at"] - returned[slot])
+            returned[slot] = summary["ended_at"]
+            handoff = (summary, batch_ref)
 
     def _run_attended(self, jobs, greedy: bool, on_done, videos: dict | None) -> None:
         """One robot: episodes one at a time, each reset, marked and labelled by the person."""
@@ -321,9 +354,10 @@ class Driver:
         chosen = episodes if robot else episodes[: self.cfg.eval.videos]
         return {e: f"{prefix}-{-1 - e:02d}" for e in chosen}
 
-    def _interrupted(self, slot: int, job: tuple[int, int], exc: Exception, setbacks) -> None:
-        """Record an episode that did not finish; replace its worker unless only the VLA
-        connection dropped (the client has reconnected); stop once it keeps failing."""
+    def _interrupted(self, slot: int, job: tuple[int, int], exc: Exception, setbacks) -> bool:
+        """Record an episode that did not finish; replace its worker (returns True) unless
+        only the VLA connection dropped (the client has reconnected); stop once it keeps
+        failing."""
         episode, seed = job
         if isinstance(exc, VLAConnectionLostError):
             kind = "vla_disconnect"
@@ -345,44 +379,66 @@ class Driver:
                 f"episode {episode} (seed {seed}) {what} {setbacks[job, lost_link]} times "
                 f"(runtime.episode_attempts); last error: {error}"
             )
-        if not lost_link:
-            ray.kill(self.workers[slot])
-            self.workers[slot] = self._new_worker(slot)
+        if lost_link:
+            return False
+        ray.kill(self.workers[slot])
+        self.workers[slot] = self._new_worker(slot)
+        return True
 
     def _train_phase(self, start: int, end: int) -> None:
         jobs = [(i, train_seed(self.cfg, i)) for i in range(start, end)]
-
-        def commit(summary: dict, batch_ref) -> None:
-            ray.get(self.learner.add_episode.remote(summary["episode"], batch_ref))
-            self.state.episodes += 1
-            self.state.successes += int(summary["success"])
-            self.run.log_episode(summary)
-            self._overhead += summary["overhead_ms"]
-            self._staleness += summary["staleness_updates"]
-            self._decisions += summary["decisions"]
-            learner, vlm = self._live_stats()
-            live = self._record(summary, learner)
-            self.run.log_scalars(
-                summary["episode"],
-                {
-                    **live,
-                    "learner/loss": learner["loss"],
-                    "learner/updates": learner["updates"],
-                    "learner/replay_size": learner["replay_size"],
-                    "worker/staleness_updates": max(summary["staleness_updates"]),
-                    "worker/overhead_ms": float(np.median(summary["overhead_ms"])),
-                    "vlm/calls": vlm["calls"],
-                    "vlm/cache_hits": vlm["cache_hits"],
-                    "vlm/fallbacks": vlm["fallbacks"],
-                    "vlm/latency_ms_p95": vlm["latency_ms_p95"],
-                },
-            )
-            self.progress.episode(summary, learner, vlm)
-
-        start_time = time.perf_counter()
+        start_time, start_cpu = time.perf_counter(), time.thread_time()
         videos = self._videos("train", [job[0] for job in jobs])
-        self._run_episodes(jobs, greedy=False, on_done=commit, videos=videos)
+        self._run_episodes(jobs, greedy=False, on_done=self._commit, videos=videos)
+        self._settle(block=True)
         self._train_seconds += time.perf_counter() - start_time
+        self._train_cpu_seconds += time.thread_time() - start_cpu
+        self._train_episodes += len(jobs)
+
+    def _commit(self, summary: dict, batch_ref) -> None:
+        """Send a finished training episode to the Learner without waiting for it, then log
+        the episodes it has acknowledged since: none is logged that the replay lacks, and
+        the driver never waits on the Learner between episodes."""
+        ack = self.learner.add_episode.remote(summary["episode"], batch_ref)
+        self._unacknowledged.append((ack, summary))
+        self._settle(block=False)
+
+    def _settle(self, block: bool) -> None:
+        """Log acknowledged episodes in the order they were sent; with `block`, all of them."""
+        while self._unacknowledged:
+            ack, summary = self._unacknowledged[0]
+            if not block and not ray.wait([ack], timeout=0)[0]:
+                return
+            ray.get(ack)
+            self._unacknowledged.popleft()
+            self._log_committed(summary)
+
+    def _log_committed(self, summary: dict) -> None:
+        self.state.episodes += 1
+        self.state.successes += int(summary["success"])
+        self.run.log_episode(summary)
+        self._overhead += summary["overhead_ms"]
+        self._staleness += summary["staleness_updates"]
+        self._decisions += summary["decisions"]
+        fresh = self._refresh_live_stats()
+        _, learner, vlm = self._live
+        scalars = {
+            **self._record(summary, learner),
+            "worker/staleness_updates": max(summary["staleness_updates"]),
+            "worker/overhead_ms": float(np.median(summary["overhead_ms"])),
+        }
+        if fresh:  # the services' own figures change only when fetched
+            scalars |= {
+                "learner/loss": learner["loss"],
+                "learner/updates": learner["updates"],
+                "learner/replay_size": learner["replay_size"],
+                "vlm/calls": vlm["calls"],
+                "vlm/cache_hits": vlm["cache_hits"],
+                "vlm/fallbacks": vlm["fallbacks"],
+                "vlm/latency_ms_p95": vlm["latency_ms_p95"],
+            }
+        self.run.log_scalars(summary["episode"], scalars)
+        self.progress.episode(summary, learner, vlm)
 
     def _record(self, summary: dict, learner: dict) -> dict:
         """Send a committed episode to the live metrics; the rates, for TensorBoard."""
@@ -400,13 +456,15 @@ class Driver:
         m.updates_per_second.set(rates["learner/updates_per_second"])
         return {**rates, "train/successes": self.state.successes}
 
-    def _live_stats(self) -> tuple[dict, dict]:
-        """The Learner's and the VLM's stats for the live view, at most every
-        LIVE_STATS_EVERY_S (checkpoints and the summary fetch their own)."""
+    def _refresh_live_stats(self) -> bool:
+        """Fetch the Learner's and the VLM's stats for the live view unless the last fetch
+        is under LIVE_STATS_EVERY_S old (checkpoints and the summary fetch their own);
+        True when it fetched."""
         now = time.monotonic()
-        if self._live is None or now - self._live[0] >= LIVE_STATS_EVERY_S:
-            self._live = (now, self._learner_stats(), self._save_responses())
-        return self._live[1], self._live[2]
+        if self._live is not None and now - self._live[0] < LIVE_STATS_EVERY_S:
+            return False
+        self._live = (now, self._learner_stats(), self._save_responses())
+        return True
 
     def _learner_stats(self) -> dict:
         return ray.get(self.learner.stats.remote())
@@ -463,6 +521,7 @@ class Driver:
         self.workers = []
         if not self._services:
             return  # interrupted while starting: nothing to save yet
+        self._settle(block=True)
         latest = ckpt.latest(self.run.checkpoints)
         if latest is None or ckpt.episodes_of(latest) != self.state.episodes:
             self.checkpoint()
@@ -500,6 +559,7 @@ class Driver:
         vlm = self._save_responses()
         overhead = np.asarray(self._overhead or [float("nan")])
         staleness = np.asarray(self._staleness or [0])
+        wait_ms = 1e3 * np.asarray(self._worker_wait)
         curve = self.state.eval_curve
         return {
             "method": self.cfg.method,
@@ -519,11 +579,17 @@ class Driver:
             "vlm": vlm,
             "decisions": self._decisions,
             "decisions_per_second": self._decisions / max(1e-9, self._train_seconds),
+            "driver_cpu_ms_per_episode": 1e3 * self._train_cpu_seconds / self._train_episodes
+            if self._train_episodes
+            else None,
             "overhead_ms_p50": float(np.nanpercentile(overhead, 50)),
             "overhead_ms_p95": float(np.nanpercentile(overhead, 95)),
             "staleness_updates_p50": float(np.percentile(staleness, 50)),
             "staleness_updates_p95": float(np.percentile(staleness, 95)),
             "staleness_updates_max": int(staleness.max()),
+            # None where no worker ran two training episodes in a row (one robot, attended)
+            "worker_wait_ms_p50": float(np.percentile(wait_ms, 50)) if wait_ms.size else None,
+            "worker_wait_ms_p95": float(np.percentile(wait_ms, 95)) if wait_ms.size else None,
             "faults": dict(self.faults),
             "learner_restarted": learner["restarted"],
             "learner_restored": learner["restored"],

@@ -174,7 +174,7 @@ class EnvWorker:
 
         Evaluation episode j (numbered -1 - j) starts from the benchmark's j-th fixed init
         state; with `video`, the episode is also saved as `<video>-ok|fail.mp4`."""
-        start = time.perf_counter()
+        start = time.monotonic()
         rng = np.random.default_rng([seed, 1])
         self._episodes_run += 1
         env, spec, trace = self.env, self.env.spec, _Trace()
@@ -248,7 +248,11 @@ class EnvWorker:
             "success": success,
             "decisions": len(trace.prompts),
             "steps": steps,
-            "wall_seconds": time.perf_counter() - start,
+            "wall_seconds": time.monotonic() - start,
+            # On this worker's clock: the driver measures how long a worker waited between
+            # returning an episode and starting its next (summary: worker_wait_ms_*).
+            "started_at": start,
+            "ended_at": time.monotonic(),
             "env_seconds": env_seconds,
             "vla_seconds": vla_seconds,
             "policy_versions": trace.versions,
