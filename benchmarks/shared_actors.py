@@ -11,11 +11,14 @@ what one worker asks of it, measured in the same run:
    driver loop's CPU per committed episode (summary `driver_cpu_ms_per_episode`);
 2. a fresh VLMService and Learner, built from the same config, are sent the same calls
    with `--inflight` of them outstanding at a time (as from that many workers) for
-   `--seconds` each: the scenes are the skill chain's, the episode a real one from step 1.
+   `--seconds` each: the scenes are the skill chain's, the episode a real one, passed by
+   reference as the driver passes a worker's.
 
-Workers fed = capacity / one worker's demand: the worker count past which that part, not
-the workers, sets a run's pace. It needs only a core per shared actor, so a 2-core machine
-can say what a 64-core one would hit first.
+Each call is also sent, with the same arguments, to an empty actor of the same kind (asyncio
+like the VLMService, threaded like the Learner): vs_empty_actor is how close a shared actor
+is to what Ray itself allows one actor here. Workers fed = capacity / one worker's demand:
+the worker count past which that part, not the workers, sets a run's pace. It needs only
+a core per shared actor, so a 2-core machine can say what a 64-core one would hit first.
 
     python benchmarks/shared_actors.py [--episodes 60] [--inflight 16] [--seconds 5]
 """
@@ -39,19 +42,43 @@ from sarl_dist.runtime.vlm_service import VLMService
 from sarl_dist.runtime.worker import EnvWorker
 
 
-def capacity(call, inflight: int, seconds: float) -> float:
-    """Calls answered per second with `inflight` of them always outstanding."""
-    refs = [call(i) for i in range(inflight)]
+def capacity(method, arguments, inflight: int, seconds: float) -> float:
+    """Calls of an actor method answered per second, `arguments(i)` for call i, with
+    `inflight` of them always outstanding."""
+    refs = [method.remote(*arguments(i)) for i in range(inflight)]
     sent, answered, start = inflight, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         ready, refs = ray.wait(refs, num_returns=1)
         ray.get(ready)
         answered += 1
-        refs.append(call(sent))
+        refs.append(method.remote(*arguments(sent)))
         sent += 1
     rate = answered / (time.perf_counter() - start)
     ray.get(refs)  # leave nothing running into the next measurement
     return rate
+
+
+class Empty:
+    """Ray's own cost of a call: the same arguments, nothing done (a threaded actor)."""
+
+    def call(self, *args) -> None:
+        return None
+
+
+class EmptyAsync:
+    async def call(self, *args) -> None:
+        return None
+
+
+def row(name: str, cap: float, demand: float, bare: float | None = None) -> dict:
+    return {
+        "serial_point": name,
+        "capacity_per_s": round(cap, 1),
+        "empty_actor_per_s": None if bare is None else round(bare, 1),
+        "vs_empty_actor": None if bare is None else round(cap / bare, 3),
+        "one_worker_demand_per_s": round(demand, 1),
+        "workers_fed": round(cap / demand, 1),
+    }
 
 
 def main() -> None:
@@ -78,37 +105,33 @@ def main() -> None:
             scenes.append(env.observe().scene)  # sent by value, as a worker sends it
         texts = ray.get(vlm.prompt_texts.remote())
         worker = ray.remote(EnvWorker).remote(cfg, 0, learner, vlm, texts)
-        episode = ray.get(worker.run_episode.remote(0, 0, False)[1])
+        episode = worker.run_episode.remote(0, 0, False)[1]  # passed by ref, as the driver does
         held = ray.get(learner.poll.remote(None))[3][0].hex()
-        measured = {
+        episodes = decisions / per_episode
+        empty = ray.remote(Empty).options(max_concurrency=8).remote()  # like the Learner
+        empty_async = ray.remote(EmptyAsync).remote()  # like the VLMService
+        calls = {  # name: (method, the empty actor's, arguments of call i, one worker's rate)
             "VLMService.propose": (
-                capacity(lambda i: vlm.propose.remote(scenes[i % 64]), args.inflight, args.seconds),
+                vlm.propose,
+                empty_async.call,
+                lambda i: (scenes[i % len(scenes)],),
                 decisions,
             ),
-            "Learner.poll": (
-                capacity(lambda i: learner.poll.remote(held), args.inflight, args.seconds),
-                decisions,
-            ),
+            "Learner.poll": (learner.poll, empty.call, lambda i: (held,), decisions),
             "Learner.add_episode": (
-                capacity(
-                    lambda i: learner.add_episode.remote(1 + i, episode),
-                    args.inflight,
-                    args.seconds,
-                ),
-                decisions / per_episode,
+                learner.add_episode,
+                empty.call,
+                lambda i: (1 + i, episode),
+                episodes,
             ),
-            "driver commit": (1e3 / one["driver_cpu_ms_per_episode"], decisions / per_episode),
         }
+        rows = []
+        for name, (method, floor, arguments, demand) in calls.items():
+            cap = capacity(method, arguments, args.inflight, args.seconds)
+            bare = capacity(floor, arguments, args.inflight, args.seconds)
+            rows.append(row(name, cap, demand, bare))
+        rows.append(row("driver commit", 1e3 / one["driver_cpu_ms_per_episode"], episodes))
     ray.shutdown()
-    rows = [
-        {
-            "serial_point": name,
-            "capacity_per_s": round(cap, 1),
-            "one_worker_demand_per_s": round(demand, 1),
-            "workers_fed": round(cap / demand, 1),
-        }
-        for name, (cap, demand) in measured.items()
-    ]
     emit(
         f"shared actors: capacity against one worker's demand ({decisions:.1f} decisions/s, "
         f"{per_episode:.1f} decisions per episode)",
