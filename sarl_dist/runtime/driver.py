@@ -283,24 +283,23 @@ class Driver:
             return self._run_attended(jobs, greedy, on_done, videos)
         pending: dict = {}  # summary ref -> (slot, job, batch ref), in the order sent
         queue = list(reversed(jobs))
-        load = [0] * len(self.workers)  # episodes sent to each worker and not yet back
         setbacks: Counter[tuple] = Counter()
         returned: dict[int, float] = {}  # slot -> when its worker returned its last episode
-        handoff = None
-        while queue or pending or handoff:
+
+        def fill() -> None:
+            load = Counter(slot for slot, _, _ in pending.values())  # episodes not yet back
             while queue:
-                slot = min(range(len(load)), key=load.__getitem__)
-                if load[slot] >= (2 if len(queue) >= len(load) else 1):
-                    break
+                slot = min(range(len(self.workers)), key=load.__getitem__)
+                if load[slot] >= (2 if len(queue) >= len(self.workers) else 1):
+                    return
                 job = queue.pop()
                 video = (videos or {}).get(job[0])
                 summary_ref, batch_ref = self.workers[slot].run_episode.remote(*job, greedy, video)
                 pending[summary_ref] = (slot, job, batch_ref)
                 load[slot] += 1
-            if handoff is not None:  # after its worker has its next episode
-                on_done(*handoff)
-                handoff = None
-                continue
+
+        while queue or pending:
+            fill()
             done, _ = ray.wait(list(pending), num_returns=1)
             slot = pending[done[0]][0]
             try:
@@ -314,16 +313,15 @@ class Driver:
                 replaced = self._interrupted(slot, job, exc, setbacks)
                 for ref in reversed(mine if replaced else done):  # the oldest goes out first
                     queue.append(pending.pop(ref)[1])
-                    load[slot] -= 1
                 if replaced:
                     returned.pop(slot, None)
                 continue
             _, _, batch_ref = pending.pop(done[0])
-            load[slot] -= 1
             if slot in returned and not greedy:
                 self._worker_wait.append(summary["started_at"] - returned[slot])
             returned[slot] = summary["ended_at"]
-            handoff = (summary, batch_ref)
+            fill()  # its worker has its next episode before on_done sees this one
+            on_done(summary, batch_ref)
 
     def _run_attended(self, jobs, greedy: bool, on_done, videos: dict | None) -> None:
         """One robot: episodes one at a time, each reset, marked and labelled by the person."""

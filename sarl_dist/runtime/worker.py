@@ -238,6 +238,7 @@ class EnvWorker:
             path = Path(f"{video}-{'ok' if success else 'fail'}.mp4")
             path.parent.mkdir(parents=True, exist_ok=True)
             recorder.save(path)
+        end = time.monotonic()
         summary = {
             "episode": episode,
             "worker": self.index,
@@ -248,11 +249,11 @@ class EnvWorker:
             "success": success,
             "decisions": len(trace.prompts),
             "steps": steps,
-            "wall_seconds": time.monotonic() - start,
+            "wall_seconds": end - start,
             # On this worker's clock: the driver measures how long a worker waited between
             # returning an episode and starting its next (summary: worker_wait_ms_*).
             "started_at": start,
-            "ended_at": time.monotonic(),
+            "ended_at": end,
             "env_seconds": env_seconds,
             "vla_seconds": vla_seconds,
             "policy_versions": trace.versions,
