@@ -28,7 +28,6 @@ from sarl_dist.runtime.driver import run_training
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vla_server import VLAServer
 from sarl_dist.vla import make_vla
-from sarl_dist.vla.base import ChunkedVLA
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "libero10.yaml"
 
@@ -51,7 +50,7 @@ def plain_loop(cfg: Config, episodes: int) -> float:
     """Low-level steps per second of the same episodes in this process."""
     server = VLAServer(cfg)
     env = make_env(cfg)
-    vla = ChunkedVLA(make_vla(cfg, 0, [server.address()]), cfg.vla.replan_steps, 7)
+    vla = make_vla(cfg, 0, 7, [server.address()])
     prompts = oracle_prompts(cfg)
     steps, start = 0, time.perf_counter()
     for episode in range(episodes):

@@ -33,7 +33,6 @@ from sarl_dist.runtime.driver import run_training
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService
 from sarl_dist.vla import make_vla
-from sarl_dist.vla.base import ChunkedVLA
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "skill_chain.yaml"
 
@@ -55,7 +54,7 @@ def plain_loop(cfg: Config, decisions: int) -> float:
     """Decisions per second of the same work in one process, no Ray."""
     torch.set_num_threads(1)
     env = make_env(cfg)
-    vla = ChunkedVLA(make_vla(cfg, 0), cfg.vla.replan_steps, env.spec.action_dim)
+    vla = make_vla(cfg, 0, env.spec.action_dim)
     vlm = VLMService(cfg, env.spec.task)
     loop = asyncio.new_event_loop()  # the service is an asyncio actor; here it runs in process
     q = build_q(cfg.cache.capacity, cfg.q).eval()

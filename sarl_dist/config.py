@@ -382,6 +382,12 @@ class VLMConfig(_Section):
         90.0, gt=0, description="Seconds a query may take in all; then candidates come from cache."
     )
     concurrency: int = Field(8, ge=1, description="Backend calls in flight at once.")
+    max_refusals: int = Field(
+        3,
+        ge=1,
+        description="Consecutive refused queries (HTTP 400/401/403/404: a bad key, an unknown "
+        "model) that stop a run, checkpointed; other failures fall back to the cache.",
+    )
     batch_window: float = Field(
         0.02, ge=0, description="Seconds a remote batch gathers requests before it is sent."
     )
@@ -451,7 +457,9 @@ class LearnerConfig(_Section):
     )
     warmup: int = Field(64, ge=0, description="Transitions stored before the first update.")
     replay_capacity: int = Field(100_000, ge=1)
-    grad_clip: float = Field(10.0, gt=0, description="Max global gradient norm per step.")
+    grad_clip: float = Field(
+        10.0, gt=0, description="Max gradient norm per step, of each ensemble member on its own."
+    )
     publish_every: int = Field(
         20, ge=1, description="Gradient steps between weight publications to workers."
     )

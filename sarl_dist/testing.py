@@ -12,9 +12,12 @@ import http.server
 import io
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,3 +337,31 @@ def run_sarl(*args: str, timeout: float = 120.0, env: dict | None = None):
         timeout=timeout,
         env=env,
     )
+
+
+def free_ports(n: int) -> list[int]:
+    """n TCP ports free on 127.0.0.1 right now (for a server started as a separate process)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_healthy(port: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Wait until a server on 127.0.0.1:port answers GET /healthz (or its process exits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no server on 127.0.0.1:{port} after {timeout:g}s")
+        time.sleep(0.1)

@@ -37,32 +37,63 @@ def test_td_target_by_hand_on_two_states_with_a_masked_candidate():
 
 
 def test_agent_target_uses_online_mean_for_pi_and_target_min_for_value():
-    cfg = tiny_config("q.ensemble=3")
+    cfg = tiny_config("q.ensemble=3", "learner.temperature=0.05")
     agent = SARLAgent(6, cfg.q, cfg.learner, gamma=0.9, seed=1)
     for p in agent.target.parameters():  # make target and online differ
-        p.data.add_(0.05 * torch.randn_like(p))
+        p.data.add_(0.1 * torch.randn_like(p))
+    candidates = [[1, 3], [0, 2, 5], []]
     batch = make_batch(
-        [1, 2, 3],
-        [1, 2, 4],
-        [0.0, 0.0, 1.0],
-        [0.0, 0.0, 1.0],
-        [2, 3, 4],
-        [[1, 3], [0, 2, 5], []],
-        num_prompts=6,
+        [1, 2, 3], [1, 2, 4], [0.0, 0.5, 1.0], [0.0, 0.0, 1.0], [2, 3, 4], candidates, 6
     )
     with torch.no_grad():
         nxt = torch.from_numpy(batch.next_image), torch.from_numpy(batch.next_proprio)
-        dense = expected_sarsa_target(
-            torch.from_numpy(batch.reward),
-            torch.from_numpy(batch.done),
-            agent.q(*nxt),
-            agent.target(*nxt),
-            torch.from_numpy(batch.next_mask),
-            0.9,
-            cfg.learner.temperature,
-        )
-    assert torch.allclose(agent.td_target(batch), dense, atol=1e-6)
-    assert agent.td_target(batch)[2].item() == pytest.approx(1.0)
+        online, target = agent.q(*nxt).numpy(), agent.target(*nxt).numpy()  # (E, B, K)
+
+    def by_hand(pi_from: np.ndarray, value_from: np.ndarray) -> np.ndarray:
+        y = batch.reward.astype(np.float64).copy()
+        for b, cands in enumerate(candidates):
+            if batch.done[b] or not cands:
+                continue
+            logits = pi_from[b, cands] / cfg.learner.temperature
+            pi = np.exp(logits - logits.max())
+            y[b] += 0.9 * (pi / pi.sum()) @ value_from[b, cands]
+        return y
+
+    right = by_hand(online.mean(0), target.min(0))
+    got = agent.td_target(batch).numpy()
+    assert got == pytest.approx(right, rel=1e-5, abs=1e-5)
+    assert got[2] == pytest.approx(1.0)  # terminal: just the reward
+    # The test tells the rule apart from its near misses.
+    for wrong in (
+        by_hand(target.mean(0), target.min(0)),  # pi from the target networks
+        by_hand(online.mean(0), online.min(0)),  # value from the online networks
+        by_hand(online.mean(0), target.mean(0)),  # mean instead of min over members
+    ):
+        assert not np.allclose(got, wrong, atol=1e-3)
+
+
+def test_gradients_are_clipped_per_member():
+    torch.manual_seed(0)
+    q = QEnsemble(num_prompts=4, members=3, hidden=16, image_features=8)
+    images = torch.randint(0, 256, (8, 64, 64, 3), dtype=torch.uint8)
+    out = q(images, torch.randn(8, 8))  # (E, B, K)
+    (1e4 * out[0].sum() + 1e-3 * out[1:].sum()).backward()  # member 0 spikes
+
+    def member_norms() -> torch.Tensor:
+        sq = torch.zeros(3)
+        for name, p in q.named_parameters():
+            if name.startswith("cnns."):
+                sq[int(name.split(".")[1])] += p.grad.pow(2).sum()
+            else:
+                sq += p.grad.pow(2).flatten(1).sum(1)
+        return sq.sqrt()
+
+    before = member_norms()
+    assert before[0] > 10 and (before[1:] < 1).all()
+    assert torch.allclose(q.clip_grad_norm_per_member_(1.0), before)
+    after = member_norms()
+    assert after[0] == pytest.approx(1.0, rel=1e-4)  # the spike is clipped
+    assert torch.allclose(after[1:], before[1:])  # the others keep their steps
 
 
 def test_learns_the_values_of_a_two_state_chain():

@@ -16,7 +16,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from sarl_dist.testing import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -44,16 +45,6 @@ PORT_FLAGS = (
     "--metrics-export-port",
     "--runtime-env-agent-port",
 )
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _marked_pids(marker: str) -> list[int]:
@@ -86,7 +77,7 @@ def head_node():
     token = temp / "auth_token"
     token.write_text(secrets.token_hex(32))
     marker = temp.name
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(
         {

@@ -77,3 +77,65 @@ def test_a_sweep_can_skip_the_evaluation_of_the_initial_policy(tmp_path):
     cfg = tiny_config("method=random", "train.episodes=4", "eval.every=2", "eval.at_start=false")
     summary = run_training(cfg, RunDir.create(tmp_path / "run", cfg), show_progress=False)
     assert [point for point, _ in summary["eval_curve"]] == [2, 4]
+
+
+def _worker(cfg, name):
+    import ray
+
+    from sarl_dist.runtime.vlm_service import VLMService
+    from sarl_dist.runtime.worker import EnvWorker
+
+    vlm = ray.remote(VLMService).remote(cfg, env_spec(cfg).task, None, {}, None, name)
+    return EnvWorker(cfg, 0, None, vlm, ray.get(vlm.prompt_texts.remote())), vlm
+
+
+def test_a_greedy_episode_asks_for_no_candidates_of_a_state_it_discards():
+    import ray
+
+    cfg = tiny_config("method=random", "learner.bootstrap_on_timeout=true")
+    worker, vlm = _worker(cfg, "greedy")
+
+    def requests() -> int:
+        return ray.get(vlm.stats.remote())["requests"]
+
+    asked = {}
+    for greedy in (True, False):
+        for seed in range(50):  # a failed episode: it runs out of decisions
+            before = requests()
+            summary, _ = worker.run_episode(0, seed, greedy)
+            if not summary["success"]:
+                asked[greedy] = (requests() - before, summary["decisions"])
+                break
+    # One query per decision; a stored, timed-out episode bootstraps from its last s'.
+    assert asked[True][0] == asked[True][1]
+    assert asked[False][0] == asked[False][1] + 1
+    ray.kill(vlm)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_a_success_a_person_may_still_overrule_keeps_its_next_candidates(labelled):
+    from dataclasses import replace
+
+    import ray
+
+    from sarl_dist.core.replay import ReplayBuffer
+    from sarl_dist.robot.operator import relabel
+
+    cfg = tiny_config("method=oracle")
+    worker, vlm = _worker(cfg, f"labelled-{labelled}")
+    worker.env.spec = replace(worker.env.spec, labelled=labelled)
+    summary, batch = next(
+        (s, b)
+        for s, b in (worker.run_episode(0, seed, False) for seed in range(20))
+        if s["success"]
+    )
+    assert batch.done[-1] == 1.0 and batch.next_mask[-1].any() == labelled
+    failed = relabel(batch, success=False, bootstrap_on_timeout=True)  # the person says no
+    replay = ReplayBuffer(64, cfg.cache.capacity)
+    if labelled:
+        replay.add(failed)  # it bootstraps from the candidates its worker kept
+        assert replay.size == summary["decisions"]
+    else:
+        with pytest.raises(ValueError, match="not terminal but offer no next candidates"):
+            replay.add(failed)
+    ray.kill(vlm)

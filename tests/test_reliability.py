@@ -7,10 +7,11 @@ import pytest
 
 from sarl_dist.core.prompt_cache import PromptCache
 from sarl_dist.envs.skill_chain import SkillChainVLA
-from sarl_dist.runtime.driver import RunError, run_training
+from sarl_dist.runtime.driver import RunError, describe, run_training
 from sarl_dist.runtime.rundir import RunDir
-from sarl_dist.testing import tiny_config
+from sarl_dist.testing import free_ports, tiny_config
 from sarl_dist.vla import make_server_policy
+from sarl_dist.vla.base import VLAError
 from sarl_dist.vla.server import PolicyServer
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -148,3 +149,42 @@ def test_the_client_reconnects_to_a_restarted_server_and_voids_the_request():
         restarted.stop()
     with pytest.raises(VLAError, match="no policy server"):  # stays away: an error, not a hang
         client.infer(obs)
+
+
+def test_a_worker_that_fails_in_its_constructor_is_reported_by_its_own_error(tmp_path):
+    # Ray says only that the actor died in its creation task; the cause is the VLAError.
+    (port,) = free_ports(1)
+    cause = (
+        r"ActorDiedError in its constructor: .*VLAError: "
+        rf"no policy server at ws://127.0.0.1:{port} after 1s"
+    )
+    with pytest.raises(RunError, match=cause):
+        _train(tmp_path, "vla.kind=websocket", f"vla.port={port}", "vla.connect_timeout=1")
+
+
+def test_failures_are_described_by_the_actors_own_exception():
+    import ray
+
+    @ray.remote
+    class Broken:
+        def __init__(self):
+            raise VLAError("no policy server at ws://gpu-0:8000 after 30s")
+
+        def ready(self):
+            return True
+
+    with pytest.raises(ray.exceptions.RayActorError) as died:
+        ray.get(Broken.remote().ready.remote())
+    assert describe(died.value) == (
+        "ActorDiedError in its constructor: "
+        "sarl_dist.vla.base.VLAError: no policy server at ws://gpu-0:8000 after 30s"
+    )
+
+    @ray.remote
+    def full_disk():
+        with open("/dev/full", "w") as f:
+            f.write("x" * 100_000)
+
+    with pytest.raises(ray.exceptions.RayTaskError) as failed:
+        ray.get(full_disk.remote())
+    assert describe(failed.value) == "OSError: [Errno 28] No space left on device"

@@ -5,6 +5,7 @@ NaNs."""
 
 import io
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from sarl_dist.runtime import checkpoint as ckpt
 from sarl_dist.runtime.learner import AGENT_FILE, REPLAY_FILE, Learner
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService
-from sarl_dist.testing import FakeReply, FakeVLMServer, scripted, tiny_config
+from sarl_dist.testing import FakeReply, FakeVLMServer, run_sarl, scripted, tiny_config
 from sarl_dist.vla.base import ChunkedVLA, VLAError
 from sarl_dist.vla.client import WebsocketVLA
 from sarl_dist.vla.server import PolicyServer
@@ -61,6 +62,7 @@ def test_resume_refuses_a_tampered_checkpoint_or_another_config(tmp_path):
     (directory / AGENT_FILE).write_bytes(b"weights")
     ckpt.seal(directory, {"episodes": 4})
     (directory / AGENT_FILE).write_bytes(b"weightz")
+    run.close()
     result = CliRunner().invoke(app, ["train", "--resume", str(run.path)])
     assert result.exit_code == 2 and "does not match its checksum" in result.output
     other = CliRunner().invoke(app, ["train", CONFIG, "--resume", str(run.path)])
@@ -127,3 +129,43 @@ def test_a_vla_reply_with_nans_is_refused_before_any_step():
             chunked.next_action(dict)
     finally:
         srv.stop()
+
+
+SHORT_RUN = [
+    *("--set", "train.episodes=8", "--set", "train.checkpoint_every=4"),
+    *("--set", "eval.every=8", "--set", "eval.episodes=2", "--no-progress"),
+]
+
+
+@pytest.mark.parametrize("where", ["under a file", "in /sys"])
+def test_an_unwritable_out_is_one_line_naming_the_path(tmp_path, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = blocker / "run" if where == "under a file" else Path("/sys/sarl-test-run")
+    proc = run_sarl("train", CONFIG, "--out", str(out), *SHORT_RUN)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()  # one line, no traceback
+    named = blocker / "run" if where == "under a file" else out
+    causes = ["Not a directory"] if where == "under a file" else [
+        "Operation not permitted", "Read-only file system", "Permission denied"]  # fmt: skip
+    assert line.startswith(f"error: {named}: ") and any(c in line for c in causes), line
+
+
+def test_a_full_disk_at_a_checkpoint_leaves_nothing_a_resume_trips_over(tmp_path):
+    out = tmp_path / "run"
+    doomed = out / "checkpoints" / "ep-0000004"
+    doomed.mkdir(parents=True)
+    for name in (REPLAY_FILE, f"{REPLAY_FILE}.tmp"):  # however it is written: ENOSPC
+        (doomed / name).symlink_to("/dev/full")
+    proc = run_sarl("train", CONFIG, "--out", str(out), *SHORT_RUN, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: could not write checkpoint {doomed}: OSError: [Errno 28] No space left on device"
+    ]
+    assert not doomed.exists()  # removed whole
+    resumed = run_sarl("train", "--resume", str(out), "--no-progress", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    episodes = RunDir.open(out).read_jsonl("episodes.jsonl")
+    assert sorted(e["episode"] for e in episodes) == list(range(8))

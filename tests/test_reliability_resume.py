@@ -104,6 +104,13 @@ def killed_and_resumed(tmp_path_factory):
                     break
                 time.sleep(0.05)
             assert first.poll() is None, (root / "first.log").read_text()[-3000:]
+            intruder = subprocess.run(  # a second driver on the running run's directory
+                [sys.executable, "-m", "sarl_dist.cli.main", "train", "--resume", str(out)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             os.kill(first.pid, signal.SIGKILL)
             first.wait()
             killed = SimpleNamespace(
@@ -118,7 +125,14 @@ def killed_and_resumed(tmp_path_factory):
     finally:
         vla.stop()
     yield SimpleNamespace(
-        out=out, root=root, ray_tmp=ray_tmp, killed=killed, code=code, calls=calls
+        out=out,
+        root=root,
+        ray_tmp=ray_tmp,
+        killed=killed,
+        code=code,
+        calls=calls,
+        intruder=intruder,
+        first_pid=first.pid,
     )
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
@@ -136,6 +150,16 @@ def test_a_killed_driver_resumes_to_the_configured_episodes_each_once(killed_and
     assert [e["episodes_seen"] for e in run.read_jsonl("evals.jsonl")] == [0, 8, 16]
     cache = PromptCache.load(run.prompt_cache)
     assert all(cache.text(p) == t for e in episodes for p, t in e["prompts"])
+
+
+def test_a_second_driver_is_refused_while_the_run_goes_on(killed_and_resumed):
+    r = killed_and_resumed
+    assert r.intruder.returncode == 2, r.intruder.stderr[-2000:]
+    assert f"is in use by another driver (pid {r.first_pid} on host" in r.intruder.stderr
+    assert "Traceback" not in r.intruder.stderr
+    # The killed holder's lock went with its process: the resume above was accepted, and
+    # the run still holds each episode once (the test before).
+    assert r.code == 0
 
 
 def test_planted_keys_appear_in_no_written_file_output_or_log(killed_and_resumed):

@@ -21,7 +21,7 @@ def test_save_load_round_trip(tmp_path):
     buf = ReplayBuffer(10, 4)
     buf.add(_batch(7))
     buf.add(_batch(6, offset=50))  # wraps around
-    buf.save(tmp_path / "replay.npz")
+    (tmp_path / "replay.npz").write_bytes(buf.to_bytes())
     loaded = ReplayBuffer.load(tmp_path / "replay.npz")
     assert (loaded.size, loaded.added, loaded.capacity) == (10, 13, 10)
     for name, arr in buf._data.items():

@@ -126,3 +126,29 @@ def test_cli_end_to_end(tmp_path):
     assert summary["episodes"] == 4
     assert (out / "config.yaml").exists() and (out / "episodes.jsonl").exists()
     assert np.isfinite(summary["wall_seconds"])
+
+
+def test_a_slow_publication_never_overwrites_a_newer_one(monkeypatch):
+    # The training thread and wait_idle (another of the actor's threads) both publish. Here
+    # the first publication's ray.put stalls until the second one is done (or 1 s): the
+    # newest weights must still be the ones published in the end.
+    import threading
+
+    learner = Learner(tiny_config(), 8)
+    put, second_done, calls = ray.put, threading.Event(), []
+
+    def slow_put(value):
+        calls.append(None)
+        if len(calls) == 1:
+            second_done.wait(1.0)
+        return put(value)
+
+    monkeypatch.setattr(ray, "put", slow_put)
+    first = threading.Thread(target=learner._publish)
+    first.start()
+    while not calls:
+        pass
+    learner._publish()
+    second_done.set()
+    first.join()
+    assert learner.stats()["version"] == learner._version == 2  # 0 at start, then 1 and 2

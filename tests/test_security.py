@@ -2,16 +2,17 @@
 never echoed, msgpack only (a pickle frame is refused unread), keys named in configs but
 read only from the environment. A whole run with planted keys: test_reliability_resume.py."""
 
-import inspect
 import logging
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from websockets.sync.client import connect
 
-from sarl_dist.cli.main import serve_vla
 from sarl_dist.envs.skill_chain import SkillChainVLA
-from sarl_dist.testing import tiny_config
+from sarl_dist.testing import free_ports, tiny_config, wait_healthy
 from sarl_dist.vla import api_key
 from sarl_dist.vla.base import VLAError
 from sarl_dist.vla.client import WebsocketVLA
@@ -27,14 +28,48 @@ def keyed_server():
     srv.stop()
 
 
-def test_the_policy_server_binds_loopback_by_default(keyed_server):
-    assert keyed_server.host == "127.0.0.1"
-    assert inspect.signature(serve_vla).parameters["host"].default == "127.0.0.1"
-    with connect(
-        f"ws://127.0.0.1:{keyed_server.port}",
-        additional_headers={"Authorization": f"Api-Key {KEY}"},
-    ) as ws:
-        assert ws.remote_address[0] == "127.0.0.1"
+def _listening(port: int) -> set[str]:
+    """The addresses the kernel has a listening TCP socket on for `port` (/proc/net/tcp*)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+
+
+def test_the_servers_listen_on_loopback_only_unless_told(keyed_server):
+    assert _listening(keyed_server.port) <= LOOPBACK and _listening(keyed_server.port)
+    exposed = PolicyServer(SkillChainVLA(tiny_config().env.skill_chain), "0.0.0.0", 0)
+    exposed.start_background()
+    try:
+        assert _listening(exposed.port) == {"00000000"}  # the check sees a wildcard bind
+    finally:
+        exposed.stop()
+    vla_port, robot_port = free_ports(2)
+    commands = [
+        ["serve-vla", "--policy", "skill_chain", "--port", str(vla_port)],
+        ["robot-server", "--backend", "sarl_dist.testing:fake_gym_arm", "--port", str(robot_port)],
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sarl_dist.cli.main", *c], stderr=subprocess.DEVNULL
+        )
+        for c in commands
+    ]
+    try:
+        for port, proc in zip((vla_port, robot_port), procs, strict=True):
+            wait_healthy(port, proc)
+            assert _listening(port) and _listening(port) <= LOOPBACK
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def test_a_wrong_key_is_refused_and_no_key_is_echoed(keyed_server, caplog):

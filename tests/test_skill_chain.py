@@ -1,9 +1,20 @@
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from sarl_dist.config import ConfigError
 from sarl_dist.envs import env_spec, make_env
-from sarl_dist.envs.skill_chain import SKILLS, SkillChainProposer, SkillChainVLA, decode_stage
+from sarl_dist.envs.skill_chain import (
+    NUM_SKILLS,
+    SKILLS,
+    SkillChainProposer,
+    SkillChainVLA,
+    decode_stage,
+)
 from sarl_dist.testing import tiny_config
 from sarl_dist.vla.base import ChunkedVLA, VLAError
 from sarl_dist.vlm.base import ProposalRequest
@@ -53,12 +64,35 @@ def test_the_task_sentence_alone_never_solves_a_chain(env_and_vla):
     assert _rollout(env, vla, lambda env, cands, rng: env.spec.task) == 0.0
 
 
+UNFAMILIAR = [f"extend the sliding compartment {i}" for i in range(40)]
+
+
 def test_vla_grounding_known_paraphrased_and_unfamiliar():
-    vla = SkillChainVLA(tiny_config().env.skill_chain)
+    cfg = tiny_config().env.skill_chain
+    vla = SkillChainVLA(cfg)
     assert vla.ground("Open the drawer.") == (0, 0.95)
     assert vla.ground("pull the drawer open") == (0, 0.4)
-    skill, _ = vla.ground("extend the sliding compartment")
-    assert skill == vla.ground("extend the sliding compartment")[0]  # misgrounded, but stably
+    # Unfamiliar words elicit some skill with full effort (a misgrounding, not idling) ...
+    groundings = [vla.ground(p) for p in UNFAMILIAR]
+    assert {effort for _, effort in groundings} == {cfg.p_canonical}
+    assert len({skill for skill, _ in groundings}) >= NUM_SKILLS // 2  # ... by the words,
+    # ... the same on every worker: another seed, another process, another hash seed.
+    other = SkillChainVLA(cfg, seed=99)
+    assert [other.ground(p) for p in UNFAMILIAR] == groundings
+    code = (
+        "import json, sys; from sarl_dist.envs.skill_chain import SkillChainVLA; "
+        "from sarl_dist.testing import tiny_config; "
+        "v = SkillChainVLA(tiny_config().env.skill_chain, seed=5); "
+        "print(json.dumps([v.ground(p)[0] for p in json.loads(sys.argv[1])]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(UNFAMILIAR)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
+    assert json.loads(proc.stdout) == [skill for skill, _ in groundings], proc.stderr
 
 
 def test_frozen_cache_restricts_the_proposer():

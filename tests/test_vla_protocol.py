@@ -13,9 +13,9 @@ from websockets.asyncio.server import serve
 
 from sarl_dist.envs.skill_chain import NUM_SKILLS, SkillChainVLA
 from sarl_dist.testing import tiny_config
-from sarl_dist.vla import make_server_policy
+from sarl_dist.vla import make_server_policy, make_vla
 from sarl_dist.vla.base import ChunkedVLA, VLAError
-from sarl_dist.vla.client import WebsocketVLA
+from sarl_dist.vla.client import WebsocketVLA, metadata_check
 from sarl_dist.vla.server import PolicyServer
 from sarl_dist.wire import MsgpackServer
 
@@ -111,9 +111,20 @@ def test_a_server_dying_as_we_connect_is_retried_until_the_deadline():
         dying.stop()
 
 
-def test_metadata_mismatch_is_refused(server):
+def test_metadata_that_does_not_fit_the_run_is_refused(server):
+    with pytest.raises(VLAError, match=f"action_dim={NUM_SKILLS}, the environment takes 7"):
+        WebsocketVLA("127.0.0.1", server.port, expect_metadata=metadata_check(7, 5))
+    with pytest.raises(VLAError, match=r"action_horizon=10, shorter than vla.replan_steps=12"):
+        WebsocketVLA("127.0.0.1", server.port, expect_metadata=metadata_check(NUM_SKILLS, 12))
+    fits = WebsocketVLA("127.0.0.1", server.port, expect_metadata=metadata_check(NUM_SKILLS, 5))
+    fits.close()
+
+
+def test_a_run_checks_its_policy_servers_metadata(server):
+    cfg = tiny_config("vla.kind=websocket", f"vla.port={server.port}", "vla.connect_timeout=2")
     with pytest.raises(VLAError, match="action_dim"):
-        WebsocketVLA("127.0.0.1", server.port, expect_metadata={"action_dim": 7})
+        make_vla(cfg, 0, action_dim=7)
+    assert make_vla(cfg, 0, action_dim=NUM_SKILLS).next_action(lambda: OBS).shape == (NUM_SKILLS,)
 
 
 def _openpi_style_server(actions: np.ndarray, fail_after: int | None = None):

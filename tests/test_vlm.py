@@ -11,7 +11,14 @@ import pytest
 from PIL import Image
 
 from sarl_dist.config import ConfigError
-from sarl_dist.testing import FakeReply, FakeVLMServer, run_sarl, scripted, tiny_config
+from sarl_dist.testing import (
+    FakeReply,
+    FakeVLMServer,
+    free_ports,
+    run_sarl,
+    scripted,
+    tiny_config,
+)
 from sarl_dist.vlm import ask, make_proposer
 from sarl_dist.vlm.base import HistoryItem, ProposalError, ProposalRequest
 
@@ -91,8 +98,21 @@ def test_gemini_timeouts_end_with_a_reported_kind(overrides, kind, calls):
         elapsed = time.perf_counter() - start
     assert err.value.kind == kind
     assert elapsed < 2.5  # never waits for the slow server
+    assert server.url in str(err.value)  # the endpoint, named
     if calls is not None:
         assert len(server.calls) == calls
+        assert "vlm.timeout=0.4s, 3 of vlm.attempts=3 tried" in str(err.value)
+
+
+@pytest.mark.parametrize("backend", ["gemini", "openai"])
+def test_a_lost_connection_names_the_endpoint_and_the_attempts(backend):
+    (port,) = free_ports(1)  # nobody listens
+    url = f"http://127.0.0.1:{port}" + ("/v1" if backend == "openai" else "")
+    cfg = tiny_config(f"vlm.backend={backend}", f"vlm.{backend}.base_url={url}", *FAST_HTTP)
+    with pytest.raises(ProposalError) as err:
+        query(cfg, request())
+    assert err.value.kind == "connection"
+    assert f"127.0.0.1:{port}" in str(err.value) and "of vlm.attempts=3 tried" in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -236,6 +256,11 @@ def test_sarl_propose_prints_candidates_as_json(tmp_path):
     assert out["candidates"] == [{"id": 2, "prompt": "close it"}] and out["frozen_cache"]
     assert out["tokens_in"] == 300
     assert KEY not in proc.stdout + proc.stderr
+    with FakeVLMServer(scripted(FakeReply.json(OPEN))) as server:  # no --cache: a run's first
+        args = ["propose", "--task", TASK, "--image", str(image), "--base-url", server.url]
+        proc = run_sarl(*args, env={**os.environ, "GEMINI_API_KEY": KEY})
+    fresh = json.loads(proc.stdout)["candidates"]
+    assert fresh == [{"id": i + 2, "prompt": p} for i, p in enumerate(OPEN["prompts"])]
     no_key = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     proc = run_sarl("propose", "--task", TASK, "--image", str(image), env=no_key)
     assert proc.returncode == 2 and "GEMINI_API_KEY" in proc.stderr
@@ -257,3 +282,25 @@ def test_sarl_propose_prints_candidates_as_json(tmp_path):
         "put the black bowl in the bottom drawer of the cabinet",
         "close the bottom drawer of the cabinet",
     ]
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (FakeReply.error(401), "refused a test query (http_401"),
+        (FakeReply.error(400), "refused a test query (http_400"),
+        (FakeReply.error(404), "refused a test query (http_404"),
+        (FakeReply(text="{}", delay=3.0), "did not answer a test query (timeout"),
+    ],
+)
+def test_sarl_train_asks_the_vlm_once_before_it_starts(tmp_path, reply, said):
+    out = tmp_path / "run"
+    with FakeVLMServer(scripted(reply)) as server:
+        sets = ["vlm.backend=gemini", f"vlm.gemini.base_url={server.url}", *FAST_HTTP]
+        args = [a for s in sets for a in ("--set", s)]
+        proc = run_sarl("train", "configs/skill_chain.yaml", "--out", str(out), *args,
+                        env={**os.environ, "GEMINI_API_KEY": KEY})  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: vlm.backend=gemini") and said in line and server.url in line
+    assert KEY not in proc.stderr and not out.exists()  # nothing started

@@ -14,6 +14,7 @@ import pytest
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService, append_responses, load_responses
 from sarl_dist.testing import FakeReply, FakeVLMServer, scripted, tiny_config
+from sarl_dist.vlm.base import VLMUnusableError
 
 TASK = "put the black bowl in the bottom drawer of the cabinet and close it"
 KEY = "test-key-9876543210"
@@ -180,3 +181,61 @@ def test_a_run_on_a_remote_vlm_meters_it_in_summary_json(tmp_path):
     assert vlm["latency_ms_p95"] >= vlm["latency_ms_p50"] > 0
     stored = load_responses(run.path / "vlm_responses.jsonl")
     assert len(stored) == calls and all(e["prompts"] == OPEN["prompts"] for e in stored)
+
+
+def test_http_attempts_and_retries_are_metered_by_status():
+    replies = scripted(FakeReply.error(503), FakeReply.error(503), FakeReply.json(OPEN))
+    with FakeVLMServer(replies) as server:
+        svc = service(server, "vlm.attempts=3")
+        gather(svc, [frame(1)])  # 503, 503, 200
+        gather(svc, [frame(2)])  # 200
+    stats = svc.stats()
+    assert stats["http_attempts"] == {"503": 2, "200": 2}
+    assert (stats["calls"], stats["http_retries"]) == (2, 2)
+
+
+def test_refusals_in_a_row_stop_the_service_and_an_answer_resets_the_count():
+    replies = [401, 401, 200, 403, 401, 400]
+    script = scripted(*(FakeReply.json(OPEN) if r == 200 else FakeReply.error(r) for r in replies))
+    with FakeVLMServer(script) as server:
+        svc = service(server, "vlm.attempts=1", "vlm.max_refusals=3")
+        for value in range(5):  # two refusals, an answer, two refusals: answered from the cache
+            gather(svc, [frame(value)])
+        with pytest.raises(VLMUnusableError, match="refused 3 queries in a row") as refused:
+            gather(svc, [frame(5)])
+        assert "http_400" in str(refused.value) and "vlm.gemini.model" in str(refused.value)
+        with pytest.raises(VLMUnusableError):  # from now on, without asking
+            gather(svc, [frame(6)])
+        assert len(server.calls) == 6
+    assert svc.stats()["fallbacks"] == 4 and svc.stats()["refused"]
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_vlm_that_starts_refusing_stops_the_run_checkpointed_and_it_resumes(tmp_path):
+    from sarl_dist.runtime import checkpoint as ckpt
+    from sarl_dist.runtime.driver import run_training
+
+    refusing = {"from_call": 2}
+
+    def script(i, _call):
+        return FakeReply.error(401) if i >= refusing["from_call"] else FakeReply.json(OPEN)
+
+    with FakeVLMServer(script) as server:
+        cfg = tiny_config(  # openai: no key to hand to Ray's processes
+            "vlm.backend=openai",
+            f"vlm.openai.base_url={server.url}/v1",
+            *FAST,
+            "vlm.attempts=1",
+            "train.episodes=8",
+            "eval.every=8",
+            "eval.episodes=2",
+        )
+        stopped = run_training(cfg, RunDir.create(tmp_path / "run", cfg), show_progress=False)
+        assert stopped["failed"] and "refused 3 queries in a row" in stopped["interrupted"]
+        latest = ckpt.latest(tmp_path / "run" / "checkpoints")
+        assert ckpt.episodes_of(latest) == stopped["episodes"] < 8  # checkpointed where it stood
+        refusing["from_call"] = 10**9  # the key is fixed
+        done = run_training(cfg, RunDir.open(tmp_path / "run"), resume=True, show_progress=False)
+    assert done["episodes"] == 8 and "failed" not in done
+    episodes = RunDir.open(tmp_path / "run").read_jsonl("episodes.jsonl")
+    assert sorted(e["episode"] for e in episodes) == list(range(8))

@@ -35,13 +35,16 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _preflight(cfg) -> None:
     """What stops a run before anything starts: an unknown task, a remote VLM without its
-    API key, an unreadable demonstration, a robot server that does not answer."""
+    API key or that refuses or does not answer one real query, an unreadable
+    demonstration, a robot server that does not answer."""
     from sarl_dist.core.demos import load_demos
     from sarl_dist.envs import env_spec
-    from sarl_dist.vlm import make_proposer
+    from sarl_dist.vlm import REMOTE, check_remote, make_proposer
 
-    env_spec(cfg)
-    make_proposer(cfg)
+    task = env_spec(cfg).task
+    proposer = make_proposer(cfg)
+    if cfg.vlm.backend in REMOTE:
+        check_remote(cfg, proposer, task)
     if cfg.train.demos:
         load_demos(cfg.train.demos)
     if cfg.env.kind == "robot":
@@ -60,18 +63,28 @@ def train(
         str | None, typer.Option(help="Ray cluster address ('auto' inside `ray job submit`).")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show live progress.")] = True,
+    extend_to: Annotated[
+        int | None,
+        typer.Option(help="With --resume: continue up to this many training episodes."),
+    ] = None,
 ) -> None:
     """Train (or evaluate a baseline) and write a run directory."""
     from sarl_dist.robot.client import RobotError
     from sarl_dist.runtime.checkpoint import CheckpointError
-    from sarl_dist.runtime.driver import RunError, run_training
+    from sarl_dist.runtime.driver import RunError, os_error, run_training
     from sarl_dist.runtime.rundir import RunDir
+    from sarl_dist.vlm.base import VLMUnusableError
 
     _log_warnings()
+    if extend_to is not None and resume is None:
+        _fail("--extend-to continues a run: give --resume DIR")
+    run = None
     try:
         if resume is not None:
             cfg = load_config(config, set_ or []) if config or set_ else None
             run = RunDir.open(resume, cfg)
+            if extend_to is not None:
+                run.extend(extend_to)
             cfg = run.cfg
             _preflight(cfg)
         else:
@@ -82,13 +95,21 @@ def train(
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = out or Path("runs") / f"{cfg.env.kind}-{cfg.method}-s{cfg.seed}-{stamp}"
             run = RunDir.create(out, cfg)
-    except ValueError as exc:  # ConfigError, a key variable that is not set
-        _fail(str(exc))
-    except RobotError as exc:
-        _fail(str(exc), code=1)
+    except (ValueError, RobotError, VLMUnusableError, OSError) as exc:
+        if run is not None:
+            run.close()  # the run directory is free again
+        if isinstance(exc, OSError):  # an unwritable --out, a read-only file system
+            _fail(os_error(exc), code=1)
+        # ConfigError, an unset key variable, a run in use: exit 2; the rest are not usage
+        _fail(str(exc), code=2 if isinstance(exc, ValueError) else 1)
     try:
         summary = run_training(
-            cfg, run, address=address, resume=resume is not None, show_progress=progress
+            cfg,
+            run,
+            address=address,
+            resume=resume is not None,
+            show_progress=progress,
+            extend=extend_to is not None,
         )
     except CheckpointError as exc:
         _fail(f"cannot resume: {exc}")
@@ -97,6 +118,8 @@ def train(
     typer.echo(
         json.dumps({k: summary[k] for k in ("episodes", "final_eval_success", "wall_seconds")})
     )
+    if summary.get("failed"):
+        _fail(f"{summary['interrupted']}; continue with: sarl train --resume {run.path}", code=1)
     if "interrupted" in summary:
         typer.echo(f"{summary['interrupted']}; continue with: sarl train --resume {run.path}")
     else:
@@ -269,13 +292,23 @@ def propose(
     except ProposalError as exc:
         _fail(str(exc), code=1)
     section = getattr(cfg.vlm, backend, None)
+    frozen, candidates, rejected = prompts.frozen, [], answer.rejected
+    for text in answer.prompts:  # ids as a run's VLMService would give them
+        try:
+            pid = prompts.add(text)
+        except (TypeError, ValueError):
+            pid = None
+        if pid is None:
+            rejected += 1
+        else:
+            candidates.append({"id": pid, "prompt": prompts.text(pid)})
     out = {
         "backend": backend,
         "model": section.model if section is not None else None,
-        "frozen_cache": prompts.frozen,
-        "candidates": [{"id": prompts.lookup(t), "prompt": t} for t in answer.prompts],
+        "frozen_cache": frozen,
+        "candidates": candidates,
         "repaired": answer.repaired,
-        "rejected": answer.rejected,
+        "rejected": rejected,
         "tokens_in": answer.tokens_in,
         "tokens_out": answer.tokens_out,
         "seconds": round(time.perf_counter() - start, 3),

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from sarl_dist.config import LearnerConfig, QConfig
 from sarl_dist.core.policy import masked_softmax
@@ -101,7 +100,7 @@ class SARLAgent:
         loss = ((q_sa - y.unsqueeze(0)) ** 2).mean(1).sum()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.q.parameters(), self.cfg.grad_clip)
+        self.q.clip_grad_norm_per_member_(self.cfg.grad_clip)
         self.opt.step()
         self.updates += 1
         self._update_target()

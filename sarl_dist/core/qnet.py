@@ -106,6 +106,31 @@ class QEnsemble(nn.Module):
             h = torch.relu(layer(h))
         return self.head(h).squeeze(-1)
 
+    def clip_grad_norm_per_member_(self, max_norm: float) -> torch.Tensor:
+        """Scale each member's gradient to norm at most max_norm, each on its own (one
+        member's spike must not shrink the other members' steps, as one global norm would);
+        returns the members' norms before clipping. A member owns its CNN and its slice
+        (index 0) of every stacked parameter."""
+        stacked = [p for name, p in self.named_parameters() if not name.startswith("cnns.")]
+        squares = torch.zeros(self.members)
+        for p in stacked:
+            if p.grad is not None:
+                squares += p.grad.detach().pow(2).flatten(1).sum(1)
+        for i, cnn in enumerate(self.cnns):
+            for p in cnn.parameters():
+                if p.grad is not None:
+                    squares[i] += p.grad.detach().pow(2).sum()
+        norms = squares.sqrt()
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for p in stacked:
+            if p.grad is not None:
+                p.grad.mul_(scale.view(-1, *[1] * (p.dim() - 1)))
+        for i, cnn in enumerate(self.cnns):
+            for p in cnn.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(scale[i])
+        return norms
+
     def forward(self, image: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """Q for every prompt -> (E, B, K)."""
         b, k = image.shape[0], self.num_prompts

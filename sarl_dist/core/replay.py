@@ -6,6 +6,7 @@ computed at any later time without asking the VLM again. Images stay uint8.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -71,6 +72,12 @@ class ReplayBuffer:
             raise ValueError(
                 f"next_mask has width {batch.next_mask.shape[1:]}, the cache has {self.num_prompts}"
             )
+        blind = np.flatnonzero((batch.done == 0) & ~batch.next_mask.any(axis=1))
+        if blind.size:  # its target would be silently r + 0
+            raise ValueError(
+                f"transitions {blind.tolist()} are not terminal but offer no next candidates "
+                "to bootstrap from"
+            )
         idx = (self._next + np.arange(n)) % self.capacity
         for name, arr in self._data.items():
             arr[idx] = getattr(batch, name)
@@ -84,11 +91,14 @@ class ReplayBuffer:
         idx = rng.integers(0, self.size, size=batch_size)
         return Batch(**{name: arr[idx] for name, arr in self._data.items()})
 
-    def save(self, path: str | Path) -> None:
+    def to_bytes(self) -> bytes:
+        """The buffer as a NumPy archive (no pickle), built in memory so that writing it is
+        one write that either lands or fails whole."""
         arrays = {name: arr[: self.size] for name, arr in self._data.items()}
         meta = np.array([self.capacity, self.num_prompts, self._next, self.size, self.added])
-        with open(path, "wb") as f:
-            np.savez(f, _meta=meta, **arrays)
+        buf = io.BytesIO()
+        np.savez(buf, _meta=meta, **arrays)
+        return buf.getvalue()
 
     @classmethod
     def load(cls, path: str | Path) -> ReplayBuffer:

@@ -23,6 +23,9 @@ class EnvSpec:
     max_decisions: int  # H: semantic decisions per episode
     decision_steps: int  # low-level steps per semantic decision
     action_dim: int  # width of one low-level VLA action
+    # A person's label at the end decides success (a robot): a success the environment
+    # reports during the episode may still be labelled a failure.
+    labelled: bool = False
 
 
 @dataclass

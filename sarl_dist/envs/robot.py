@@ -33,6 +33,7 @@ def spec(cfg: EnvConfig) -> EnvSpec:
         max_decisions=cfg.max_decisions,
         decision_steps=cfg.decision_steps,
         action_dim=cfg.robot.action_dim,
+        labelled=cfg.robot.ask_labels,
     )
 
 

@@ -11,18 +11,14 @@ keeps its own for stop and success marks, so they never queue behind a running c
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 import numpy as np
 import websockets
-from openpi_client import msgpack_numpy
-from websockets.sync.client import ClientConnection, connect
 
-from sarl_dist.wire import MAX_MESSAGE_BYTES
+from sarl_dist import wire
 
-log = logging.getLogger(__name__)
+SERVER = "robot server"
 
 
 class RobotError(RuntimeError):
@@ -42,44 +38,14 @@ class RobotClient:
         request_timeout: float = 30.0,
     ) -> None:
         self.address, self.request_timeout = address, request_timeout
-        self._ws = self._connect(api_key, connect_timeout)
         try:
-            self.metadata: dict[str, Any] = self._receive()
-        except RobotError:
+            self._ws, metadata = wire.connect(address, api_key, connect_timeout, SERVER)
+        except (ConnectionError, ValueError) as exc:  # unreachable, key refused, bad address
+            raise RobotError(str(exc)) from None
+        if "error" in metadata:
             self._ws.close()
-            raise
-
-    def _connect(self, api_key: str | None, timeout: float) -> ClientConnection:
-        headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
-        deadline, delay = time.monotonic() + timeout, 0.1
-        while True:
-            try:
-                return connect(
-                    self.address,
-                    additional_headers=headers,
-                    compression=None,
-                    max_size=MAX_MESSAGE_BYTES,
-                    open_timeout=max(deadline - time.monotonic(), 0.1),
-                )
-            except websockets.InvalidStatus as exc:
-                code = exc.response.status_code
-                if code in (401, 403):
-                    raise RobotError(
-                        f"robot server {self.address} refused the API key ({code})"
-                    ) from None
-                error: Exception = exc
-            except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
-                error = exc
-            except websockets.InvalidURI as exc:
-                raise RobotError(f"robot server address {self.address!r}: {exc}") from None
-            if time.monotonic() + delay > deadline:
-                raise RobotError(
-                    f"no robot server at {self.address} after {timeout:g}s "
-                    f"({type(error).__name__}: {error})"
-                ) from None
-            log.info("waiting for robot server %s (%s)", self.address, error)
-            time.sleep(delay)
-            delay = min(2 * delay, 2.0)
+            raise self._fail(str(metadata["error"]))
+        self.metadata: dict[str, Any] = metadata
 
     def _fail(self, message: str) -> RobotError:
         return RobotError(f"robot server {self.address}: {message}")
@@ -99,9 +65,9 @@ class RobotClient:
         if isinstance(frame, str):
             raise self._fail(f"unexpected text frame: {frame[:200]}")
         try:
-            reply = msgpack_numpy.unpackb(frame)
-        except Exception as exc:
-            raise self._fail(f"undecodable reply ({type(exc).__name__}: {exc})") from None
+            reply = wire.unpack(frame)
+        except wire.WireError as exc:
+            raise self._fail(f"refused reply ({exc})") from None
         if not isinstance(reply, dict):
             raise self._fail(f"unexpected reply of type {type(reply).__name__}")
         if "error" in reply:
@@ -110,7 +76,7 @@ class RobotClient:
 
     def _call(self, cmd: str, **fields: Any) -> dict[str, Any]:
         try:
-            self._ws.send(msgpack_numpy.packb({"cmd": cmd, **fields}))
+            self._ws.send(wire.pack({"cmd": cmd, **fields}))
         except websockets.ConnectionClosed as exc:
             raise RobotConnectionLostError(
                 f"robot server {self.address}: connection lost ({exc})"

@@ -31,12 +31,11 @@ from typing import Any
 
 import numpy as np
 import websockets
-from openpi_client import msgpack_numpy
 from websockets.asyncio.server import ServerConnection
 
 from sarl_dist.robot.backends import RobotBackend
 from sarl_dist.robot.safety import Safety
-from sarl_dist.wire import MsgpackServer
+from sarl_dist.wire import MsgpackServer, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class RobotServer(MsgpackServer):
         self._connections += 1
         log.info("client %s connected", ws.remote_address)
         try:
-            await ws.send(msgpack_numpy.packb(self.metadata))
+            await ws.send(pack(self.metadata))
             while True:
                 frame = await ws.recv()
                 try:
@@ -111,16 +110,16 @@ class RobotServer(MsgpackServer):
     @staticmethod
     def _pack(reply: dict[str, Any]) -> bytes:
         try:
-            return msgpack_numpy.packb(reply)
+            return pack(reply)
         except (TypeError, ValueError) as exc:  # a backend's observation msgpack cannot hold
             log.error("cannot encode a reply: %s", exc)
-            return msgpack_numpy.packb({"error": f"cannot encode the reply: {exc}"})
+            return pack({"error": f"cannot encode the reply: {exc}"})
 
     async def _dispatch(self, ws: ServerConnection, frame: str | bytes) -> dict[str, Any]:
         if isinstance(frame, str):
             raise RequestError("expected a binary msgpack frame, got text")
         try:
-            request = msgpack_numpy.unpackb(frame)
+            request = unpack(frame)
         except Exception as exc:
             raise RequestError(f"undecodable frame ({type(exc).__name__}: {exc})") from None
         if not isinstance(request, dict):

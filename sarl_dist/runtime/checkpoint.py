@@ -21,12 +21,18 @@ class CheckpointError(RuntimeError):
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all (a crash or a full disk leaves the old
+    file, and no temporary one)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def sha256_file(path: Path) -> str:

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from sarl_dist.config import Config
+from sarl_dist.config import Config, dump_config
 from sarl_dist.core.demos import DEMO_EPISODE, load_demos
 from sarl_dist.core.prompt_cache import PromptCache
 from sarl_dist.envs import env_spec
@@ -47,12 +48,13 @@ from sarl_dist.runtime.episode_log import EpisodeLog
 from sarl_dist.runtime.learner import Learner
 from sarl_dist.runtime.metrics import Rate, RunMetrics
 from sarl_dist.runtime.progress import Progress
-from sarl_dist.runtime.rundir import RunDir
+from sarl_dist.runtime.rundir import CONFIG_FILE, RunDir, config_digest
 from sarl_dist.runtime.vla_server import VLAServer
 from sarl_dist.runtime.vlm_service import VLMService, append_responses, load_responses
 from sarl_dist.runtime.worker import EnvWorker
 from sarl_dist.vla import configured_servers, servers_for
 from sarl_dist.vla.client import VLAConnectionLostError
+from sarl_dist.vlm.base import VLMUnusableError
 
 log = logging.getLogger(__name__)
 PLACEMENT_TIMEOUT_S = 120.0
@@ -65,6 +67,11 @@ RESPONSES_FILE = "vlm_responses.jsonl"  # the VLM's answers, so a resumed run do
 
 class RunError(RuntimeError):
     pass
+
+
+class RunStoppedError(Exception):
+    """A fault that ends the run cleanly (checkpointed, resumable) rather than episode by
+    episode: the VLM refusing every query."""
 
 
 def eval_seed(cfg: Config, j: int) -> int:
@@ -103,11 +110,27 @@ def cpus_needed(cfg: Config) -> float:
     return sum(b["CPU"] for b in placement_bundles(cfg))
 
 
-def describe(exc: BaseException) -> str:
-    """One line for an episode's failure: the worker's own exception, not Ray's wrapping."""
+def unwrapped(exc: BaseException) -> BaseException:
+    """The exception a remote call raised, without Ray's wrapping."""
     if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
-        exc = exc.cause
-    lines = str(exc).strip().splitlines()
+        return exc.cause
+    return exc
+
+
+def os_error(exc: OSError) -> str:
+    """An OS error as one line naming the path and the cause."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failure: the actor's own exception, not Ray's wrapping. An actor whose
+    constructor raised is reported by that exception (the last line of Ray's message: the
+    first only says the actor died in its creation task)."""
+    exc = unwrapped(exc)
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if isinstance(exc, ray.exceptions.RayActorError) and exc.actor_init_failed and lines:
+        return f"{type(exc).__name__} in its constructor: {lines[-1].strip()[:300]}"
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
@@ -357,6 +380,8 @@ class Driver:
         only the VLA connection dropped (the client has reconnected); stop once it keeps
         failing."""
         episode, seed = job
+        if isinstance(unwrapped(exc), VLMUnusableError):
+            raise RunStoppedError(str(unwrapped(exc))) from None
         if isinstance(exc, VLAConnectionLostError):
             kind = "vla_disconnect"
         elif isinstance(exc, ray.exceptions.RayActorError):
@@ -497,12 +522,23 @@ class Driver:
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:
+        """Write and seal checkpoints/ep-N; one that cannot be written (a full disk) is
+        removed whole and stops the run, so a resume starts from the one before."""
         directory = self.run.checkpoint_dir(self.state.episodes)
-        saved = ray.get(self.learner.save.remote(str(directory)))
-        PromptCache.from_state(ray.get(self.vlm.cache_state.remote())).save(directory / CACHE_FILE)
-        self._save_responses()
-        ckpt.write_atomic(directory / DRIVER_FILE, json.dumps(vars(self.state)).encode())
-        ckpt.seal(directory, {"episodes": self.state.episodes, **saved})
+        try:
+            saved = ray.get(self.learner.save.remote(str(directory)))
+            cache = PromptCache.from_state(ray.get(self.vlm.cache_state.remote()))
+            cache.save(directory / CACHE_FILE)
+            self._save_responses()
+            ckpt.write_atomic(directory / DRIVER_FILE, json.dumps(vars(self.state)).encode())
+            ckpt.write_atomic(directory / CONFIG_FILE, dump_config(self.cfg).encode())
+            meta = {"episodes": self.state.episodes, "config_sha256": config_digest(self.cfg)}
+            ckpt.seal(directory, meta | saved)
+        except Exception as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, OSError) or isinstance(unwrapped(exc), OSError):
+                raise RunError(f"could not write checkpoint {directory}: {describe(exc)}") from None
+            raise
         EpisodeLog(self.run.episode_log).trim_before(saved["replay_added"])
         ckpt.prune(directory.parent, keep=2)
 
@@ -615,11 +651,22 @@ def run_training(
     address: str | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    extend: bool = False,
 ) -> dict:
-    resume_from = ckpt.latest(run.checkpoints) if resume else None
-    meta = ckpt.verify(resume_from) if resume_from is not None else {}
-    # Episodes committed after the checkpoint are run again, so their log entries go.
-    EpisodeLog(run.episode_log).discard_from(meta.get("replay_added", 0))
+    """Run (or with `resume`, continue) the run in `run`; `extend` lets a resume raise
+    train.episodes above what the checkpoint recorded. A file system error (a full disk,
+    a read-only directory) ends it as a RunError naming the path; the run resumes from its
+    last sealed checkpoint."""
+    try:
+        resume_from = ckpt.latest(run.checkpoints) if resume else None
+        meta = ckpt.verify(resume_from) if resume_from is not None else {}
+        if resume_from is not None:
+            run.check_resumed_config(resume_from, meta, extend)
+        # Episodes committed after the checkpoint are run again, so their log entries go.
+        EpisodeLog(run.episode_log).discard_from(meta.get("replay_added", 0))
+    except BaseException:
+        run.close()  # the run directory is free for the next attempt
+        raise
     started_ray = init_ray(address, cfg)
     driver = Driver(cfg, run, show_progress)
     try:
@@ -632,13 +679,14 @@ def run_training(
         summary = driver.train()
         run.write_summary(summary)
         return summary
-    except (KeyboardInterrupt, OperatorQuitError) as exc:
+    except (KeyboardInterrupt, OperatorQuitError, RunStoppedError) as exc:
         driver.interrupt()
         why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
         log.warning("%s: checkpointed at %d episodes", why, driver.state.episodes)
         curve = driver.state.eval_curve
         return {
             "interrupted": why,
+            "failed": isinstance(exc, RunStoppedError),
             "episodes": driver.state.episodes,
             "final_eval_success": curve[-1][1] if curve else None,
             "wall_seconds": driver.state.wall_seconds,
@@ -647,6 +695,12 @@ def run_training(
         raise RunError(
             f"a run actor is gone for good (restarted runtime.max_restarts="
             f"{cfg.runtime.max_restarts} times, or could not start): {describe(exc)}"
+        ) from None
+    except (OSError, ray.exceptions.RayTaskError) as exc:
+        if not isinstance(unwrapped(exc), OSError):
+            raise
+        raise RunError(
+            f"{os_error(unwrapped(exc))}; continue with: sarl train --resume {run.path}"
         ) from None
     finally:
         driver.stop()

@@ -65,6 +65,7 @@ class Learner:
         self._stop = False
         self._cv = threading.Condition()
         self._model_lock = threading.Lock()
+        self._publish_lock = threading.Lock()  # the training thread and wait_idle both publish
         self._loss = float("nan")
         self._update_seconds = 0.0
         self._published: tuple[int, int, ray.ObjectRef] | None = None
@@ -129,7 +130,7 @@ class Learner:
         path = Path(directory)
         with self._cv, self._model_lock:
             ckpt.write_atomic(path / AGENT_FILE, self.agent.state_bytes())
-            self.replay.save(path / REPLAY_FILE)
+            ckpt.write_atomic(path / REPLAY_FILE, self.replay.to_bytes())
             meta = {
                 "committed": sorted(self._committed),
                 "budget": self._budget,
@@ -183,10 +184,13 @@ class Learner:
             self._cv.notify_all()
 
     def _publish(self) -> None:
-        with self._model_lock:
-            weights, updates = weights_to_numpy(self.agent.q), self.agent.updates
-        self._version += 1
-        self._published = (self._version, updates, ray.put(weights))
+        """Publish the current weights as the next version; versions are unique and a newer
+        one never gives way to an older one."""
+        with self._publish_lock:
+            with self._model_lock:
+                weights, updates = weights_to_numpy(self.agent.q), self.agent.updates
+            self._version += 1
+            self._published = (self._version, updates, ray.put(weights))
 
     def _train_loop(self) -> None:
         lcfg = self.cfg.learner

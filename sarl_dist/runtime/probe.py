@@ -30,7 +30,7 @@ def vla_for(cfg: Config, seed: int, action_dim: int) -> Iterator[ChunkedVLA]:
     server = VLAServer(cfg) if cfg.vla.kind == "skill" else None
     servers = [server.address()] if server is not None else None
     try:
-        yield ChunkedVLA(make_vla(cfg, seed, servers), cfg.vla.replan_steps, action_dim)
+        yield make_vla(cfg, seed, action_dim, servers)
     finally:
         if server is not None:
             server.stop()

@@ -11,10 +11,12 @@ once:
 - remote requests arriving within `vlm.batch_window` are released together and sent
   concurrently, at most `vlm.concurrency` at a time; offline proposers answer at once.
 
-It never lets a proposer failure stop a run: a query that fails after its retries, times
-out, or returns a malformed or safety-blocked answer is logged with its reason, counted
-by kind, and answered from the prompt cache (counted as a fallback). Failures are not
-cached, so the next query for that scene asks again.
+A transient proposer failure never stops a run: a query that fails after its retries,
+times out, or returns a malformed or safety-blocked answer is logged with its reason,
+counted by kind, and answered from the prompt cache (counted as a fallback). Failures are
+not cached, so the next query for that scene asks again. A refusal (HTTP 400/401/403/404:
+a bad key, an unknown model) is not transient: after `vlm.max_refusals` in a row, every
+query raises VLMUnusableError, and the driver stops the run, checkpointed, saying why.
 
 Given a `cache_file`, the cache is durable: it is written (atomically) whenever it grows,
 before any new id is handed out, and a (re)started service continues from that file.
@@ -41,7 +43,14 @@ from sarl_dist.runtime.checkpoint import write_atomic
 from sarl_dist.runtime.faults import Faults, restarted
 from sarl_dist.runtime.metrics import RunMetrics
 from sarl_dist.vlm import REMOTE, ask, identity, make_proposer
-from sarl_dist.vlm.base import HistoryItem, ProposalError, ProposalRequest, image_digest
+from sarl_dist.vlm.base import (
+    REFUSALS,
+    HistoryItem,
+    ProposalError,
+    ProposalRequest,
+    VLMUnusableError,
+    image_digest,
+)
 
 log = logging.getLogger(__name__)
 LATENCY_WINDOW = 10_000  # latency percentiles are over the most recent backend calls
@@ -131,11 +140,15 @@ class VLMService:
         self.meters = Counter()
         self.errors: Counter[str] = Counter()
         self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._refusals = 0  # in a row
+        self.refused: str | None = None  # set once the VLM has refused too often: sticky
 
     async def propose(
         self, image: np.ndarray, history: tuple[HistoryItem, ...] = ()
     ) -> tuple[list[int], list[str]]:
         """Candidate ids A(s) for this scene, with their texts."""
+        if self.refused is not None:
+            raise VLMUnusableError(self.refused)
         request = ProposalRequest(
             task=self.task,
             image=image,
@@ -159,6 +172,8 @@ class VLMService:
             else:
                 self.meters["merged"] += 1
             prompts = await asyncio.shield(query)
+        if self.refused is not None:
+            raise VLMUnusableError(self.refused)
         return self._ids(request, prompts)
 
     async def _join_batch(self) -> None:
@@ -183,12 +198,21 @@ class VLMService:
                 answer = await ask(self.proposer, request)
             except ProposalError as exc:
                 self._failed(exc.kind, exc, exc.tokens)
+                if exc.kind in REFUSALS:
+                    self._refusals += 1
+                    if self._refusals >= self.cfg.vlm.max_refusals:
+                        self.refused = (
+                            f"the VLM refused {self._refusals} queries in a row (vlm.max_refusals"
+                            f"={self.cfg.vlm.max_refusals}); last: {exc}. Check the API key and "
+                            f"vlm.{self.cfg.vlm.backend}.model"
+                        )
                 return ()
             except Exception as exc:  # an offline proposer's bug must not end the run
                 self._failed("other", exc)
                 return ()
             finally:
                 self._latency.append(time.perf_counter() - start)
+        self._refusals = 0
         self.meters["tokens_in"] += answer.tokens_in
         self.meters["tokens_out"] += answer.tokens_out
         self.meters["repaired"] += answer.repaired
@@ -272,6 +296,11 @@ class VLMService:
             **{k: self.meters[k] for k in counts},
             "repaired": self.meters["repaired"],
             "errors": dict(self.errors),
+            # remote backends: every HTTP attempt by status (or timeout, connection), and the
+            # attempts beyond each query's first
+            "http_attempts": dict(getattr(self.proposer, "http_attempts", {})),
+            "http_retries": getattr(self.proposer, "http_retries", 0),
+            "refused": self.refused,
             "tokens_in": self.meters["tokens_in"],
             "tokens_out": self.meters["tokens_out"],
             "cost_usd": cost,

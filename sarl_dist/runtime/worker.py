@@ -30,7 +30,6 @@ from sarl_dist.envs.base import Observation
 from sarl_dist.report.video import Recorder
 from sarl_dist.runtime.faults import Faults
 from sarl_dist.vla import make_vla
-from sarl_dist.vla.base import ChunkedVLA
 from sarl_dist.vlm.base import HistoryItem
 
 log = logging.getLogger(__name__)
@@ -74,11 +73,7 @@ class EnvWorker:
         torch.set_num_threads(cfg.runtime.torch_threads)
         self.cfg, self.index, self.learner, self.vlm = cfg, index, learner, vlm
         self.env = make_env(cfg)
-        self.vla = ChunkedVLA(
-            make_vla(cfg, seed=cfg.seed * 1000 + index, servers=vla_servers),
-            cfg.vla.replan_steps,
-            self.env.spec.action_dim,
-        )
+        self.vla = make_vla(cfg, cfg.seed * 1000 + index, self.env.spec.action_dim, vla_servers)
         self.num_prompts = cfg.cache.capacity
         self.texts = dict(enumerate(prompt_texts))
         self.q = build_q(self.num_prompts, cfg.q).eval() if cfg.learns else None
@@ -209,10 +204,15 @@ class EnvWorker:
                 terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
                 if self.cfg.method == "vlm_only":
                     history.append(HistoryItem(self.texts[prompt], obs.scene))
+                # A(s') is needed to act on (not last) or to bootstrap from (the stored
+                # transition, unless terminal; a success a person may still label a failure
+                # keeps it too). Greedy episodes store nothing: their last s' is not asked.
+                provisional = success and spec.labelled
+                wanted = not last or (not greedy and (not terminal or provisional))
                 next_candidates, next_q = (
-                    (np.zeros(0, np.int64), None)
-                    if terminal
-                    else self._prepare(next_obs, t + 1, steps, tuple(history))
+                    self._prepare(next_obs, t + 1, steps, tuple(history))
+                    if wanted
+                    else (np.zeros(0, np.int64), None)
                 )
                 decision_seconds = time.perf_counter() - t0
                 env_seconds += result.env_seconds + observe_seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sarl_dist.config import Config
-from sarl_dist.vla.base import VLAPolicy
+from sarl_dist.vla.base import ChunkedVLA, VLAPolicy
 from sarl_dist.wire import api_key_from_env
 
 SERVABLE = ("skill_chain", "skill")
@@ -35,24 +35,31 @@ def servers_for(worker: int, servers: list[tuple[str, int]]) -> list[tuple[str, 
     return [servers[first], *rest[turn:], *rest[:turn]]
 
 
-def make_vla(cfg: Config, seed: int, servers: list[tuple[str, int]] | None = None) -> VLAPolicy:
-    """The worker's VLA: in process for the test bed, else a client of its policy servers
-    (`servers_for` order; default: the configured ones)."""
+def make_vla(
+    cfg: Config, seed: int, action_dim: int, servers: list[tuple[str, int]] | None = None
+) -> ChunkedVLA:
+    """The worker's VLA, replanning every vla.replan_steps: in process for the test bed, else
+    a client of its policy servers (`servers_for` order; default: the configured ones) whose
+    metadata must fit the run (action_dim, and an action_horizon of at least replan_steps,
+    where the server announces them)."""
     if cfg.vla.kind == "skill_chain":
         from sarl_dist.envs.skill_chain import SkillChainVLA
 
-        return SkillChainVLA(cfg.env.skill_chain, seed=seed)
-    from sarl_dist.vla.client import WebsocketVLA
+        policy: VLAPolicy = SkillChainVLA(cfg.env.skill_chain, seed=seed)
+    else:
+        from sarl_dist.vla.client import WebsocketVLA, metadata_check
 
-    (host, port), *others = servers or configured_servers(cfg)
-    return WebsocketVLA(
-        host,
-        port,
-        api_key(cfg),
-        cfg.vla.connect_timeout,
-        others=others,
-        failover_after=cfg.vla.failover_after,
-    )
+        (host, port), *others = servers or configured_servers(cfg)
+        policy = WebsocketVLA(
+            host,
+            port,
+            api_key(cfg),
+            cfg.vla.connect_timeout,
+            expect_metadata=metadata_check(action_dim, cfg.vla.replan_steps),
+            others=others,
+            failover_after=cfg.vla.failover_after,
+        )
+    return ChunkedVLA(policy, cfg.vla.replan_steps, action_dim)
 
 
 def make_server_policy(name: str, cfg: Config) -> tuple[VLAPolicy, dict[str, Any]]:

@@ -1,8 +1,11 @@
-"""The VLA client: openpi-client's WebsocketClientPolicy with what a long run needs.
+"""The VLA client: openpi's websocket protocol with what a long run needs.
 
-openpi-client 0.1.2 makes one connection attempt and surfaces a server error as a bare
-RuntimeError. Here: connection retries with backoff until a deadline (a server that is
-still loading a checkpoint is normal), an optional API key, a check of the server's
+It speaks exactly what openpi-client's WebsocketClientPolicy speaks (an optional
+`Authorization: Api-Key` header, a metadata frame, one msgpack-numpy frame per request,
+a text frame for an error), so it talks to openpi's own server as to the project's; but
+replies are read by `wire.unpack`, which builds only plain arrays (openpi-client's
+decoder builds any dtype a server sends). On top: connection retries with backoff until
+a deadline (a server still loading a checkpoint is normal), a check of the server's
 metadata against what the run expects, and every failure as a VLAError naming the server.
 
 A connection lost mid-request (a network drop, a restarted server) is re-opened at once,
@@ -16,31 +19,43 @@ list; with no server left, or none besides, it is a plain VLAError.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import websockets
-from openpi_client.websocket_client_policy import WebsocketClientPolicy
+from websockets.sync.client import ClientConnection
 
+from sarl_dist import wire
 from sarl_dist.vla.base import VLAError
 
 log = logging.getLogger(__name__)
 # websockets logs every handshake header at DEBUG, the API key included: never below INFO.
 logging.getLogger("websockets").setLevel(logging.INFO)
 REQUEST_REFUSED = (1009, 1011)  # close codes: frame too big, policy error (not a lost link)
+SERVER = "policy server"
 
 
 class VLAConnectionLostError(VLAError):
     """The connection dropped mid-request and has been re-opened; the episode is void."""
 
 
-class _UnreachableError(VLAError):
-    """No connection within the deadline (a refused key or a wrong server is not this)."""
-
-
 def _uri(host: str, port: int) -> str:
     return host if host.startswith("ws") else f"ws://{host}:{port}"
+
+
+def metadata_check(action_dim: int, replan_steps: int) -> Callable[[dict], str | None]:
+    """What a run needs of a server's metadata, where the server announces it: chunks as
+    wide as the environment's actions, at least as long as the run executes of each."""
+
+    def check(metadata: dict) -> str | None:
+        dim, horizon = metadata.get("action_dim"), metadata.get("action_horizon")
+        if dim is not None and dim != action_dim:
+            return f"action_dim={dim!r}, the environment takes {action_dim}"
+        if horizon is not None and (not isinstance(horizon, int) or horizon < replan_steps):
+            return f"action_horizon={horizon!r}, shorter than vla.replan_steps={replan_steps}"
+        return None
+
+    return check
 
 
 class WebsocketVLA:
@@ -50,14 +65,15 @@ class WebsocketVLA:
         port: int = 8000,
         api_key: str | None = None,
         connect_timeout: float = 30.0,
-        expect_metadata: dict[str, Any] | None = None,
+        expect_metadata: Callable[[dict], str | None] | None = None,
         others: Sequence[tuple[str, int]] = (),
         failover_after: float = 10.0,
     ) -> None:
         self._servers = [(host, port), *others]  # the one in use first
         self._api_key, self._timeout = api_key, connect_timeout
         self._failover_after = failover_after
-        self._expect = expect_metadata or {}
+        self._check = expect_metadata
+        self._ws: ClientConnection | None = None
         self._open(connect_timeout)
 
     @property
@@ -71,61 +87,47 @@ class WebsocketVLA:
         errors = []
         for i, address in enumerate(self._servers):
             try:
-                policy = self._connect(address, timeout if i == 0 else 0.0)
-            except _UnreachableError as exc:
+                ws, metadata = wire.connect(
+                    _uri(*address), self._api_key, timeout if i == 0 else 0.0, SERVER
+                )
+            except wire.UnreachableError as exc:
                 errors.append(str(exc))
                 continue
+            except (wire.KeyRefusedError, ValueError) as exc:  # WireError is a ValueError
+                raise VLAError(str(exc)) from None
             self._servers = self._servers[i:] + self._servers[:i]
             if i:
                 log.warning("moved from unreachable policy servers to %s", self.uri)
-            self._policy = policy
+            self._ws, self.metadata = ws, metadata
             break
         else:
             raise VLAError("; ".join(errors))
-        self.metadata = self._policy.get_server_metadata()
-        for key, want in self._expect.items():
-            got = self.metadata.get(key)
-            if got != want:
-                self.close()
-                raise VLAError(f"policy server {self.uri} reports {key}={got!r}, expected {want!r}")
-
-    def _connect(self, address: tuple[str, int], timeout: float) -> WebsocketClientPolicy:
-        (host, port), uri = address, _uri(*address)
-        deadline, delay = time.monotonic() + timeout, 0.1
-        while True:
-            try:
-                return WebsocketClientPolicy(host, port, api_key=self._api_key)
-            except websockets.InvalidStatus as exc:
-                code = exc.response.status_code
-                if code in (401, 403):
-                    raise VLAError(f"policy server {uri} refused the API key ({code})") from None
-                error: Exception = exc
-            except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
-                error = exc
-            except websockets.ConnectionClosed as exc:  # a server dying as we connect
-                error = exc
-            if time.monotonic() + delay > deadline:
-                raise _UnreachableError(
-                    f"no policy server at {uri} after {timeout:.0f}s "
-                    f"({type(error).__name__}: {error})"
-                ) from None
-            log.info("waiting for policy server %s (%s)", uri, error)
-            time.sleep(delay)
-            delay = min(2 * delay, 2.0)
+        problem = self._check(self.metadata) if self._check else None
+        if problem:
+            self.close()
+            raise VLAError(f"policy server {self.uri} reports {problem}")
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self._policy.infer(obs)
+            self._ws.send(wire.pack(obs))
+            frame = self._ws.recv()
         except websockets.ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code in REQUEST_REFUSED:
                 raise VLAError(f"policy server {self.uri} refused the request: {exc}") from None
             self._reconnect(exc)
         except OSError as exc:
             self._reconnect(exc)
-        except RuntimeError as exc:  # openpi-client's way of reporting a text (error) frame
-            raise VLAError(f"policy server {self.uri} failed: {exc}") from None
+        if isinstance(frame, str):  # openpi's way of reporting an error
+            raise VLAError(f"policy server {self.uri} failed: {frame[:2000]}")
+        try:
+            reply = wire.unpack(frame)
+        except wire.WireError as exc:
+            raise VLAError(f"policy server {self.uri} sent a refused frame: {exc}") from None
+        if not isinstance(reply, dict):
+            raise VLAError(f"policy server {self.uri} answered a {type(reply).__name__}, not a map")
+        return reply
 
-    def _reconnect(self, cause: Exception) -> None:
+    def _reconnect(self, cause: BaseException) -> None:
         lost = self.uri
         log.warning("lost the policy server %s (%s); reconnecting", lost, cause)
         self._open(self._failover_after if len(self._servers) > 1 else self._timeout)
@@ -136,7 +138,8 @@ class WebsocketVLA:
         )
 
     def reset(self) -> None:
-        self._policy.reset()
+        pass
 
     def close(self) -> None:
-        self._policy._ws.close()  # openpi-client exposes no close()
+        if self._ws is not None:
+            self._ws.close()

@@ -7,7 +7,9 @@ observation dict; the reply holds "actions" plus "server_timing"; a failure is a
 with a text frame (the error) and the connection is closed. `GET /healthz` answers 200.
 Beyond openpi (the perimeter in sarl_dist/wire.py): an optional API key (openpi's
 `Authorization: Api-Key ...` header) is checked at the handshake, frames are size-limited,
-and it binds 127.0.0.1 by default. msgpack only: nothing received is ever unpickled.
+it binds 127.0.0.1 by default, and frames are decoded by `wire.unpack`, which builds only
+plain numeric arrays (openpi's decoder builds any dtype a client sends: one object-dtype
+frame crashes it). Nothing received is ever unpickled.
 For fault-injection tests it can drop the connection, unanswered, on every N-th request
 (`drop_every`), as a network would.
 """
@@ -20,11 +22,10 @@ import time
 from typing import Any
 
 import websockets
-from openpi_client import msgpack_numpy
 from websockets.asyncio.server import ServerConnection
 
 from sarl_dist.vla.base import VLAPolicy
-from sarl_dist.wire import MAX_MESSAGE_BYTES, MsgpackServer
+from sarl_dist.wire import MAX_MESSAGE_BYTES, MsgpackServer, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ class PolicyServer(MsgpackServer):
         self._lock = asyncio.Lock()  # the policy is not assumed thread- or task-safe
 
     async def handle(self, ws: ServerConnection) -> None:
-        packer = msgpack_numpy.Packer()
-        await ws.send(packer.pack(self.metadata))
+        await ws.send(pack(self.metadata))
         prev_total = None
         while True:
             try:
@@ -68,7 +68,7 @@ class PolicyServer(MsgpackServer):
             try:
                 if isinstance(frame, str):
                     raise TypeError("expected a binary msgpack frame, got text")
-                obs = msgpack_numpy.unpackb(frame)
+                obs = unpack(frame)
                 if not isinstance(obs, dict):
                     raise TypeError(f"expected an observation dict, got {type(obs).__name__}")
                 async with self._lock:
@@ -78,7 +78,7 @@ class PolicyServer(MsgpackServer):
                 reply["server_timing"] = {"infer_ms": infer_s * 1e3}
                 if prev_total is not None:
                     reply["server_timing"]["prev_total_ms"] = prev_total * 1e3
-                await ws.send(packer.pack(reply))
+                await ws.send(pack(reply))
                 prev_total = time.monotonic() - start
             except websockets.ConnectionClosed:
                 return

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-from sarl_dist.config import Config
-from sarl_dist.vlm.base import Answer, ProposalRequest, Proposer, RemoteProposer
+import numpy as np
 
+from sarl_dist.config import Config
+from sarl_dist.vlm.base import (
+    REFUSALS,
+    Answer,
+    ProposalError,
+    ProposalRequest,
+    Proposer,
+    RemoteProposer,
+    VLMUnusableError,
+)
+
+log = logging.getLogger(__name__)
 REMOTE = ("gemini", "openai")
+# Failures that say the VLM cannot serve a run now; others (a malformed or withheld answer)
+# are about one answer, and the run's fallback handles them.
+_UNUSABLE = ("timeout", "connection", "deadline", "http_429", "http_5")
 
 
 def make_proposer(cfg: Config) -> Proposer | RemoteProposer:
@@ -63,3 +79,25 @@ async def ask(proposer: Proposer | RemoteProposer, request: ProposalRequest) -> 
     if isinstance(proposer, RemoteProposer):
         return await proposer.ask(request)
     return Answer(tuple(proposer.propose(request)))
+
+
+def check_remote(cfg: Config, proposer: RemoteProposer, task: str) -> None:
+    """One real query before a run starts (a blank frame, the run's task): a bad key, an
+    unknown model or an endpoint that does not answer stops the command with VLMUnusableError
+    instead of a run that answers every query from its cache."""
+    backend = cfg.vlm.backend
+    request = ProposalRequest(task, np.zeros((64, 64, 3), np.uint8), (), False, cfg.vlm.candidates)
+    try:
+        asyncio.run(ask(proposer, request))
+    except ProposalError as exc:
+        if exc.kind in REFUSALS:
+            raise VLMUnusableError(
+                f"vlm.backend={backend} refused a test query ({exc}): check the API key and "
+                f"vlm.{backend}.model"
+            ) from None
+        if exc.kind.startswith(_UNUSABLE):
+            raise VLMUnusableError(
+                f"vlm.backend={backend} did not answer a test query ({exc}): check "
+                f"vlm.{backend}.base_url and the network, or raise vlm.timeout"
+            ) from None
+        log.warning("the VLM's test answer was unusable (%s); starting anyway", exc)

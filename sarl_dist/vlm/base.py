@@ -74,6 +74,16 @@ class Answer:
     rejected: int = 0  # choices naming nothing in the frozen cache, dropped
 
 
+# What a remote VLM answers to a bad key, an unknown model or a request it cannot serve:
+# retrying the same query will not help, and answering from the cache would hide it.
+REFUSALS = frozenset({"http_400", "http_401", "http_403", "http_404"})
+
+
+class VLMUnusableError(RuntimeError):
+    """The VLM refuses the run's queries (a bad key, an unknown model) or cannot be reached
+    before the run starts: a run must not go on answering every query from its cache."""
+
+
 class ProposalError(RuntimeError):
     """A query that produced no usable answer; `kind` is what the meters count it under."""
 

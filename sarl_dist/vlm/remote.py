@@ -3,7 +3,10 @@
 Both go through a maintained client library, never hand-written HTTP. Each HTTP attempt
 has `vlm.timeout`; the library retries 408, 429, 5xx and timeouts with exponential
 backoff up to `vlm.attempts`; the whole query, retries included, is cut at
-`vlm.deadline`. Every failure ends as a ProposalError with a kind the VLMService meters.
+`vlm.deadline`. Every failure ends as a ProposalError with a kind the VLMService meters;
+a timeout or a lost connection names the endpoint, the timeout and the attempts made.
+Every HTTP attempt, retries included, is counted by its status (or `timeout`,
+`connection`) at the transport, under the libraries' retry loops (`http_attempts`).
 Keys come from the environment only and are held in memory, never logged or written.
 This module is imported only when a remote backend is configured.
 """
@@ -14,6 +17,8 @@ import asyncio
 import base64
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
+from contextvars import ContextVar
 from typing import Any
 
 import httpx2
@@ -45,14 +50,55 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
+# The HTTP attempts of the query in progress (each query runs in its own asyncio context, so
+# concurrent queries count apart).
+_QUERY_ATTEMPTS: ContextVar[list[int]] = ContextVar("query_attempts")
+
+
+class MeteredTransport(httpx2.AsyncBaseTransport):
+    """Counts every HTTP attempt the SDK makes, by status or failure, and remembers where
+    the last one went; the SDK's own retries happen above it."""
+
+    def __init__(self, counts: Counter[str]) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self.counts = counts
+        self.last_url = ""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.last_url = str(request.url.copy_with(query=None))  # a key in the query stays out
+        _QUERY_ATTEMPTS.get([0])[0] += 1
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx2.TimeoutException:
+            self.counts["timeout"] += 1
+            raise
+        except httpx2.TransportError:
+            self.counts["connection"] += 1
+            raise
+        self.counts[str(response.status_code)] += 1
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class HttpProposer(ABC):
     """What the remote backends share: one SDK client per event loop (pooled connections
-    belong to the loop that opened them), the overall deadline, failures as ProposalError."""
+    belong to the loop that opened them), the overall deadline, failures as ProposalError,
+    HTTP attempts counted by status."""
 
     def __init__(self, vcfg: VLMConfig) -> None:
         self.vcfg = vcfg
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
+        self.http_attempts: Counter[str] = Counter()
+        self.http_retries = 0  # attempts beyond each query's first
+        self._transport: MeteredTransport | None = None
+
+    @property
+    @abstractmethod
+    def endpoint(self) -> str:
+        """Where queries go, for messages (the last URL used, else the configured base)."""
 
     @abstractmethod
     def _connect(self) -> Any:
@@ -69,22 +115,38 @@ class HttpProposer(ABC):
     def _sdk(self) -> Any:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
+            self._transport = MeteredTransport(self.http_attempts)
             self._loop, self._client = loop, self._connect()
         return self._client
 
     async def ask(self, request: ProposalRequest) -> Answer:
+        attempts = [0]
+        _QUERY_ATTEMPTS.set(attempts)  # this query's own context (a task of its own)
         try:
             text, tokens = await asyncio.wait_for(
                 self._send(self._sdk(), request), self.vcfg.deadline
             )
         except TimeoutError:
             raise ProposalError(
-                "deadline", f"no answer within vlm.deadline={self.vcfg.deadline:g}s"
+                "deadline",
+                f"no answer from {self.endpoint} within vlm.deadline={self.vcfg.deadline:g}s "
+                f"({attempts[0]} HTTP attempts)",
             ) from None
         except ProposalError:
             raise
         except Exception as exc:
-            raise ProposalError(self._kind(exc), _short(exc)) from None
+            kind, v = self._kind(exc), self.vcfg
+            if kind == "timeout":
+                what = f"no answer within vlm.timeout={v.timeout:g}s"
+            elif kind == "connection":
+                what = f"could not connect ({_short(exc)})"
+            else:
+                raise ProposalError(kind, f"{self.endpoint}: {_short(exc)}") from None
+            raise ProposalError(
+                kind, f"{self.endpoint}: {what}, {attempts[0]} of vlm.attempts={v.attempts} tried"
+            ) from None
+        finally:
+            self.http_retries += max(0, attempts[0] - 1)
         return parse_answer(text, request, tokens)
 
 
@@ -110,9 +172,14 @@ class GeminiProposer(HttpProposer):
                 http_status_codes=list(RETRY_STATUS),
             ),
             # httpx2 rather than aiohttp: the SDK retries httpx timeouts but not aiohttp's.
-            async_client_args={"transport": httpx2.AsyncHTTPTransport()},
+            async_client_args={"transport": self._transport},
         )
         return genai.Client(api_key=self._key, http_options=options)
+
+    @property
+    def endpoint(self) -> str:
+        last = self._transport.last_url if self._transport else ""
+        return last or (self.vcfg.gemini.base_url or "https://generativelanguage.googleapis.com")
 
     async def _send(self, client: Any, request: ProposalRequest) -> tuple[str | None, tuple]:
         g = self.vcfg.gemini
@@ -187,7 +254,13 @@ class OpenAIProposer(HttpProposer):
             base_url=self.vcfg.openai.base_url,
             timeout=self.vcfg.timeout,
             max_retries=self.vcfg.attempts - 1,
+            http_client=openai.DefaultAsyncHttpxClient(transport=self._transport),
         )
+
+    @property
+    def endpoint(self) -> str:
+        last = self._transport.last_url if self._transport else ""
+        return last or self.vcfg.openai.base_url
 
     async def _send(self, client: Any, request: ProposalRequest) -> tuple[str | None, tuple]:
         o = self.vcfg.openai
