@@ -365,3 +365,45 @@ def wait_healthy(port: int, proc: subprocess.Popen | None = None, timeout: float
         if time.monotonic() > deadline:
             raise TimeoutError(f"no server on 127.0.0.1:{port} after {timeout:g}s")
         time.sleep(0.1)
+
+
+class Person:
+    """A person at a terminal, for tests: waits for a prompt to appear in what a program
+    has written, then types an answer, as someone reading the screen would (the robot
+    mode drops anything typed before its prompt appears). `read` returns the program's
+    output so far; `type` sends one line to its input."""
+
+    def __init__(self, read: Callable[[], str], type_line: Callable[[str], None]) -> None:
+        self._read, self._type = read, type_line
+        self._seen = 0  # output before this offset has been waited for already
+
+    @classmethod
+    def of_process(cls, proc: subprocess.Popen, log: Path) -> Person:
+        """A `sarl` process started with stdin=PIPE (text) and its output in `log`."""
+
+        def type_line(line: str) -> None:
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+
+        return cls(lambda: log.read_text(errors="replace"), type_line)
+
+    def wait_for(self, *texts: str, timeout: float = 300.0) -> str:
+        """Block until one of `texts` appears after the last prompt waited for; returns it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self._read()
+            found = [(at, t) for t in texts if (at := out.find(t, self._seen)) >= 0]
+            if found:
+                at, text = min(found)
+                self._seen = at + len(text)
+                return text
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {texts} after {timeout:g}s; output ends:\n{out[-2000:]}")
+            time.sleep(0.05)
+
+    def answer(self, prompt: str, line: str, timeout: float = 300.0) -> None:
+        self.wait_for(prompt, timeout=timeout)
+        self.type(line)
+
+    def type(self, line: str) -> None:
+        self._type(line)

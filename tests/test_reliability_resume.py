@@ -97,20 +97,23 @@ def killed_and_resumed(tmp_path_factory):
                 log=root / "first.log",
             )
             deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and not (out / "config.yaml").exists():
+                time.sleep(0.05)
+            intruder = subprocess.Popen(  # a second driver on the running run's directory
+                [sys.executable, "-m", "sarl_dist.cli.main", "train", "--resume", str(out)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             episodes = out / "episodes.jsonl"
             while time.monotonic() < deadline and first.poll() is None:
                 sealed = (out / "checkpoints/ep-0000004/manifest.json").exists()
                 if sealed and episodes.exists() and len(episodes.read_text().splitlines()) >= 6:
                     break
                 time.sleep(0.05)
+            _, refusal = intruder.communicate(timeout=120)
             assert first.poll() is None, (root / "first.log").read_text()[-3000:]
-            intruder = subprocess.run(  # a second driver on the running run's directory
-                [sys.executable, "-m", "sarl_dist.cli.main", "train", "--resume", str(out)],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
             os.kill(first.pid, signal.SIGKILL)
             first.wait()
             killed = SimpleNamespace(
@@ -131,7 +134,7 @@ def killed_and_resumed(tmp_path_factory):
         killed=killed,
         code=code,
         calls=calls,
-        intruder=intruder,
+        intruder=SimpleNamespace(returncode=intruder.returncode, stderr=refusal),
         first_pid=first.pid,
     )
     shutil.rmtree(ray_tmp, ignore_errors=True)

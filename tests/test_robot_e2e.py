@@ -5,7 +5,9 @@ robot server on 127.0.0.1, the skill VLA served by the run over openpi's protoco
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import yaml
 
 from sarl_dist.config import EnvConfig, LiberoConfig, RobotSafetyConfig
 from sarl_dist.robot.client import RobotClient
-from sarl_dist.testing import write_demos
+from sarl_dist.testing import Person, write_demos
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_PROMPTS = [
@@ -79,27 +81,48 @@ def _sarl(*args: str, log: Path, stdin=subprocess.PIPE) -> subprocess.Popen:
         )
 
 
-# The person's answers, in the order the run asks: evaluation at 0, training episodes
-# 0-9 (episode 3: "s" while it runs, then Enter takes the marked success), evaluation at 10.
+# The person's labels, in the order the run asks: evaluation at 0, training episodes 0-9
+# (episode 3: "s" while it runs, then Enter takes the marked success), evaluation at 10.
 LABELS = ["n", "n", "y", "n", "", "n", "n", "y", "n", "n", "y", "y"]
-SCRIPT = "".join(f"\n{'s' + chr(10) if i == 4 else ''}{label}\n" for i, label in enumerate(LABELS))
 
 
-def test_ten_labelled_episodes_write_the_run_directory(robot, tmp_path):
+def _moving(client: RobotClient, began: int) -> bool:
+    status = client.status()
+    return status["episodes"] > began and status["steps"] > 0
+
+
+def test_ten_labelled_episodes_write_the_run_directory(robot, tmp_path, caplog):
     server, client = robot
     demos = write_demos(tmp_path / "demos", DEMO_PROMPTS)
     config = _config(tmp_path, server.port, demos=str(demos))
     run = tmp_path / "run"
     log = tmp_path / "sarl.log"
-    proc = _sarl(str(config), "--out", str(run), "--no-progress", log=log)
-    proc.communicate(SCRIPT, timeout=600)
+    proc = _sarl(str(config), "--out", str(run), log=log)  # with its progress lines
+    person = Person.of_process(proc, log)
+    asked = []  # an evaluation episode that did not move is not asked about
+    with caplog.at_level(logging.INFO, logger="sarl_dist.robot.server"):
+        for i, label in enumerate(LABELS):
+            began = client.status()["episodes"]
+            person.answer("reset the scene, then type r + Enter", "r")
+            if i == 4:  # training episode 3: the success key once it moves
+                person.wait_for("running:")
+                _wait(lambda began=began: _moving(client, began), 120, "episode 3 to move")
+                person.type("s")
+            asked.append(person.wait_for("success? [", "did not move") == "success? [")
+            if asked[-1]:
+                person.type(label)
+                person.answer("Enter commits it", "")
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     output = log.read_text()
-    assert proc.returncode == 0, output[-3000:]
+    assert all(asked[1:11])  # every training episode moved and was asked about
 
     labels = [json.loads(line) for line in (run / "labels.jsonl").read_text().splitlines()]
-    assert [r["label"] for r in labels] == [a in ("y", "") for a in LABELS]
-    assert [r["episode"] for r in labels] == [-1, *range(10), -1]
-    assert all(r["source"] == "person" and r["reset_confirmed_at"] > 0 for r in labels)
+    want = [a in ("y", "") and ok for a, ok in zip(LABELS, asked, strict=True)]
+    assert [r["label"] for r in labels] == want
+    assert [r["source"] == "person" for r in labels] == asked
+    assert [r["episode"] for r in labels] == [None, *range(10), None]
+    assert [(r.get("eval_point"), r.get("eval_index")) for r in labels[::11]] == [(0, 0), (10, 0)]
+    assert all(r["reset_confirmed_at"] > 0 for r in labels)
     assert "success_now_at" in labels[4] and "success_now_at" not in labels[5]
 
     episodes = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
@@ -111,6 +134,20 @@ def test_ten_labelled_episodes_write_the_run_directory(robot, tmp_path):
     assert sum(e["clipped_actions"] for e in episodes) > 0
     event = next(ev for e in episodes for ev in e["clip_events"])
     assert event["reason"] == "action_bounds" and event["executed"][6] == -0.5
+    evals = [json.loads(line) for line in (run / "eval_episodes.jsonl").read_text().splitlines()]
+    assert [(e["eval_point"], e["eval_index"]) for e in evals] == [(0, 0), (10, 0)]
+    assert all(e["steps"] > 0 and e["prompts"] for e in evals)  # with their steps and prompts
+
+    # What the person saw: a live line per decision, why each episode ended, the clipping.
+    assert re.search(r"\[episode 0\] decision \d+/12  step \d+ +\d+\.\d s  \w", output)
+    assert "[episode 3] success marked" in output
+    assert "[episode 3] ended by success mark after" in output
+    assert "[episode 0] ended by all 12 decisions used (12 steps" in output
+    assert "actions clipped by the robot's limits" in output
+    assert "episode 0 done (1/10)" in output  # progress names episodes as the prompts do
+    assert "Traceback" not in output and "WARNING" not in output
+    logged = caplog.text  # the robot server's own log reads as the session
+    assert logged.count("began (seed") == 12 and logged.count("ended after") == 12
 
     summary = json.loads((run / "summary.json").read_text())
     decisions = sum(e["decisions"] for e in episodes)
@@ -120,7 +157,7 @@ def test_ten_labelled_episodes_write_the_run_directory(robot, tmp_path):
     assert set(DEMO_PROMPTS) <= set(cache["texts"])
     videos = sorted(p.name for p in (run / "videos").glob("*.mp4"))
     assert len(videos) == 12
-    assert "train-00003-ok.mp4" in videos and "eval-00010-00-ok.mp4" in videos  # as labelled
+    assert "train-00003-ok.mp4" in videos  # named as labelled
     assert client.status()["stopped"] is False
 
 
@@ -137,8 +174,12 @@ def test_ctrl_c_stops_the_arm_checkpoints_and_the_run_resumes(robot, tmp_path):
     run, log = tmp_path / "run", tmp_path / "first.log"
     began = client.status()["episodes"]
     proc = _sarl(str(config), "--out", str(run), "--no-progress", log=log)
-    proc.stdin.write("\nn\n\nn\n\n")  # eval at 0, episode 0, then episode 1 is confirmed
-    proc.stdin.flush()
+    person = Person.of_process(proc, log)
+    for label in ("n", "n"):  # evaluation at 0, episode 0
+        person.answer("reset the scene", "r")
+        person.answer("success? [", label)
+        person.answer("Enter commits it", "")
+    person.answer("[episode 1] reset the scene", "r")
     _wait(
         lambda: (s := client.status())["episodes"] == began + 3 and s["steps"] > 20,
         300,
@@ -155,14 +196,95 @@ def test_ctrl_c_stops_the_arm_checkpoints_and_the_run_resumes(robot, tmp_path):
     status = client.status()
     assert status["stopped"] is True
     steps_at_stop = status["steps"]
-    assert "continue with: sarl train --resume" in output
+    assert "continue with: sarl train --resume" in output and "last_eval_success" in output
+    assert '"wall_seconds": 0.0' not in output
     assert (run / "checkpoints" / "ep-0000001").is_dir()
     time.sleep(0.5)
     assert client.status()["steps"] == steps_at_stop  # nothing moves after the stop
 
-    proc = _sarl("--resume", str(run), "--no-progress", log=tmp_path / "resumed.log")
-    proc.communicate("\ny\n\nn\n\ny\n", timeout=600)  # episodes 1 and 2, evaluation at 3
-    assert proc.returncode == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    log = tmp_path / "resumed.log"
+    proc = _sarl("--resume", str(run), "--no-progress", log=log)
+    person = Person.of_process(proc, log)
+    for label in ("y", "n", "y"):  # episodes 1 and 2, evaluation at 3
+        person.answer("reset the scene", "r")
+        person.answer("success? [", label)
+        person.answer("Enter commits it", "")
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     episodes = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
     assert [(e["episode"], e["success"]) for e in episodes] == [(0, False), (1, True), (2, False)]
-    assert json.loads((run / "summary.json").read_text())["episodes"] == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["episodes"] == 3
+    assert summary["decisions"] == sum(e["decisions"] for e in episodes)  # across the resume
+
+
+def test_typed_ahead_keys_and_robot_server_restarts(tmp_path):
+    """A "y" typed mid-episode and an extra Enter after a label answer nothing and move
+    nothing; the robot server restarted while the trainer waits at a reset prompt, and
+    again while an episode runs: the run goes on, and every episode is logged once."""
+    from sarl_dist.robot.backends import SimRobot
+    from sarl_dist.robot.safety import Safety
+    from sarl_dist.robot.server import RobotServer
+
+    backend = SimRobot(EnvConfig(kind="libero", task=0, libero=LiberoConfig(camera_size=64)))
+    safety = Safety(RobotSafetyConfig())
+    server = RobotServer(backend, safety, port=0).start_background(60)
+    port = server.port
+    client = RobotClient(f"ws://127.0.0.1:{port}", connect_timeout=10)
+
+    def restart() -> RobotClient:
+        nonlocal server
+        client.close()
+        server.stop()
+        server = RobotServer(backend, safety, port=port).start_background(60)
+        return RobotClient(f"ws://127.0.0.1:{port}", connect_timeout=10)
+
+    config = _config(tmp_path, port, steps=40, episodes=3, checkpoint_every=3)
+    run, log = tmp_path / "run", tmp_path / "sarl.log"
+    proc = _sarl(str(config), "--out", str(run), "--no-progress", log=log)
+    person = Person.of_process(proc, log)
+    try:
+        person.answer("[eval 0/0] reset the scene", "r")  # evaluation at 0
+        person.answer("success? [", "n")
+        person.answer("Enter commits it", "")
+        began = client.status()["episodes"]
+        person.answer("[episode 0] reset the scene", "r")
+        _wait(lambda: _moving(client, began), 120, "episode 0 to move")
+        person.type("y")  # mid-episode: not an answer to anything yet
+        person.wait_for("[episode 0] success? [y/n]")
+        time.sleep(1.0)
+        assert not (run / "labels.jsonl").read_text().count('"episode": 0')  # still asking
+        person.type("n")
+        person.answer("labelled FAILURE", "")
+        person.type("")  # an extra Enter after the label
+        person.wait_for("[episode 1] reset the scene")
+        waiting = client.status()["episodes"]
+        time.sleep(1.5)
+        assert client.status()["episodes"] == waiting  # the arm did not start on it
+        client = restart()  # while the trainer waits at the reset prompt
+        person.type("r")
+        person.wait_for("robot server restarted: reconnected")
+        began = client.status()["episodes"]
+        _wait(lambda: _moving(client, began), 120, "episode 1 to move")
+        client = restart()  # while episode 1 runs
+        person.wait_for("[episode 1] void: the robot server went away mid-episode")
+        for what, label in (("episode 1", "y"), ("episode 2", "n")):
+            person.answer(f"[{what}] reset the scene", "r", timeout=180)
+            person.answer("success? [", label)
+            person.answer("Enter commits it", "")
+        person.answer("[eval 3/0] reset the scene", "r")  # greedy: it may only go home
+        if person.wait_for("success? [", "did not move in this episode") == "success? [":
+            person.type("n")
+            person.answer("Enter commits it", "")
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        client.close()
+        server.stop()
+        backend.close()
+    output = log.read_text()
+    assert "Traceback" not in output
+    episodes = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    assert [(e["episode"], e["success"]) for e in episodes] == [(0, False), (1, True), (2, False)]
+    failures = [json.loads(line) for line in (run / "failures.jsonl").read_text().splitlines()]
+    assert [(f["episode"], f["kind"]) for f in failures] == [(1, "robot_disconnect")]

@@ -3,6 +3,8 @@ protocol, relabelling by the person's answer, demonstrations as transitions, and
 config rules of a one-robot run."""
 
 import io
+import os
+import threading
 import time
 
 import numpy as np
@@ -12,38 +14,98 @@ from sarl_dist.config import ConfigError
 from sarl_dist.core.demos import DEMO_EPISODE, DemoError, load_demos, save_demo
 from sarl_dist.core.prompt_cache import RESET_ID
 from sarl_dist.robot.operator import Operator, OperatorQuitError, relabel
-from sarl_dist.testing import make_batch, run_sarl, tiny_config, write_demos
+from sarl_dist.testing import Person, make_batch, run_sarl, tiny_config, write_demos
 
 ROBOT = ("env.kind=robot", "env.task=put the carrot on the plate", "runtime.num_workers=1")
 
 
-def _operator(script: str) -> tuple[Operator, io.StringIO]:
-    out = io.StringIO()
-    operator = Operator(io.StringIO(script), out)
-    time.sleep(0.05)  # the reader thread has queued the script
-    return operator, out
+class Terminal:
+    """An Operator on a pipe, with a Person reading its output and typing into it."""
+
+    def __init__(self) -> None:
+        read_fd, self._write_fd = os.pipe()
+        self.out = io.StringIO()
+        self.operator = Operator(os.fdopen(read_fd), self.out)
+        self.person = Person(self.out.getvalue, self.type)
+
+    def type(self, line: str) -> None:
+        os.write(self._write_fd, (line + "\n").encode())
+
+    def close_input(self) -> None:
+        os.close(self._write_fd)
 
 
-def test_the_person_confirms_marks_and_labels_in_order():
-    operator, out = _operator("\ns\n\nmaybe\nn\n\ny\nq\n")
-    assert operator.confirm_reset("episode 0") > 0
-    assert operator.success_now()  # "s" typed during the episode
-    assert not operator.success_now()  # consumed once
-    assert operator.label("episode 0", default=True) is True  # Enter takes the default
-    assert operator.label("episode 1", default=None) is False  # "maybe" is asked again
-    assert "answer y or n" in out.getvalue()
-    operator.confirm_reset("episode 2")  # the empty line
-    assert not operator.success_now()  # "y" is not the success key: it stays queued
-    assert operator.label("episode 2", default=None) is True
-    with pytest.raises(OperatorQuitError, match="stopped the run"):
-        operator.confirm_reset("episode 3")
+def _in_thread(fn, *args):
+    """Run fn(*args) on a thread; returns (thread, result list)."""
+    result: list = []
+
+    def run():
+        try:
+            result.append(fn(*args))
+        except Exception as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_the_person_confirms_marks_labels_and_corrects_in_order():
+    t = Terminal()
+    confirm, done = _in_thread(t.operator.confirm_reset, "episode 0")
+    t.person.answer("[episode 0] reset the scene", "")  # Enter alone starts nothing
+    t.person.answer("type r + Enter once the scene is reset", "r")
+    confirm.join(5)
+    assert done and done[0] > 0 and "reset confirmed" in t.out.getvalue()
+    t.operator.watch("episode 0")
+    t.person.wait_for("running:")
+    t.type("s")
+    time.sleep(0.1)
+    assert t.operator.key() == "s" and t.operator.key() is None  # consumed once
+    labelling, label = _in_thread(t.operator.label, "episode 0", None)
+    t.person.answer("[episode 0] success? [y/n]", "maybe")
+    t.person.answer("success? [y/n]", "n")  # after "answer y or n", asked again
+    t.person.answer("labelled FAILURE: Enter commits it, c + Enter changes it", "c")
+    t.person.answer("success? [y/n]", "y")  # corrected before it counts
+    t.person.answer("labelled SUCCESS", "")
+    labelling.join(5)
+    assert label == [True] and "answer y or n" in t.out.getvalue()
+    quitting, quit_ = _in_thread(t.operator.confirm_reset, "episode 1")
+    t.person.answer("[episode 1] reset the scene", "q")
+    quitting.join(5)
+    assert isinstance(quit_[0], OperatorQuitError) and "stopped the run" in str(quit_[0])
+
+
+def test_what_is_typed_before_a_prompt_never_answers_it():
+    t = Terminal()
+    t.type("y")  # typed mid-episode, before "success?" appears
+    t.type("")  # an extra Enter, before the next reset prompt
+    t.type("r")  # even the reset key, typed ahead: the arm must not move on it
+    time.sleep(0.2)
+    labelling, label = _in_thread(t.operator.label, "episode 3", None)
+    t.person.wait_for("[episode 3] success? [y/n]")
+    time.sleep(0.3)
+    assert label == []  # still waiting: nothing typed after the prompt yet
+    t.type("n")
+    t.person.answer("labelled FAILURE", "")
+    labelling.join(5)
+    assert label == [False]
+    t.type("")
+    t.type("r")
+    confirm, done = _in_thread(t.operator.confirm_reset, "episode 4")
+    t.person.wait_for("[episode 4] reset the scene")
+    time.sleep(0.3)
+    assert done == []  # the arm waits for a reset confirmed after the prompt
+    t.type("r")
+    confirm.join(5)
+    assert done and done[0] > 0
 
 
 def test_a_closed_terminal_stops_the_run_instead_of_hanging():
-    operator, _ = _operator("\n")
-    operator.confirm_reset("episode 0")
+    t = Terminal()
+    t.close_input()
     with pytest.raises(OperatorQuitError, match="end of input"):
-        operator.label("episode 0", default=None)
+        t.operator.confirm_reset("episode 0")
 
 
 def test_the_label_decides_the_final_reward_and_termination():
@@ -109,3 +171,52 @@ def test_train_without_a_robot_server_fails_at_once_and_creates_nothing(tmp_path
     assert done.returncode == 1
     assert "error: no robot server at ws://127.0.0.1:9 after 1s" in done.stderr
     assert not out.exists()
+
+
+def test_homing_is_recorded_even_when_the_robot_homes_on_its_own_side():
+    from sarl_dist.envs.base import Observation
+    from sarl_dist.report.video import Recorder
+
+    class HomesRemotely:  # as RobotEnv: the robot server runs the homing loop
+        def __init__(self):
+            self.frame = 0
+
+        def observe(self):
+            self.frame += 1
+            image = np.full((32, 32, 3), 10 * self.frame, np.uint8)
+            return Observation(image, np.zeros(8, np.float32), image)
+
+        def step(self, action):
+            raise AssertionError("homing must not step here")
+
+        def reset_to_home(self, max_steps):
+            return 0
+
+    env = HomesRemotely()
+    with Recorder(env) as recorder:
+        recorder.prompt = "reset to home"
+        env.reset_to_home(120)
+    assert len(recorder.frames) == 2  # before and after: a homing-only episode has a video
+    assert "reset_to_home" not in vars(env) and "step" not in vars(env)  # unwrapped after
+
+
+def test_an_episode_that_did_not_move_is_not_asked_about():
+    from sarl_dist.robot.backends import load_backend
+    from sarl_dist.robot.operator import Attended
+    from sarl_dist.robot.safety import Safety
+    from sarl_dist.robot.server import RobotServer
+
+    cfg = tiny_config()
+    arm = load_backend("sarl_dist.testing:fake_gym_arm", cfg.env)
+    server = RobotServer(arm, Safety(cfg.env.robot.safety), port=0).start_background()
+    robot = tiny_config(*ROBOT, f"env.robot.address=ws://127.0.0.1:{server.port}")
+    t = Terminal()
+    try:
+        attended = Attended(robot, t.operator, lambda record: None)
+        answers: dict = {}
+        still = {"success": True, "moved": False, "decisions": 3, "steps": 0}
+        assert attended._verdict("eval 10/0", still, answers) is False
+        assert answers["source"] == "no_motion"
+        assert "did not move" in t.out.getvalue() and "success?" not in t.out.getvalue()
+    finally:
+        server.stop()

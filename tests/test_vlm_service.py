@@ -66,12 +66,16 @@ def test_identical_requests_merge_into_one_call_then_hit_the_cache():
 
 
 def test_distinct_requests_are_sent_concurrently_up_to_the_limit():
-    delay = 0.3
+    delay, patient = 0.3, "vlm.timeout=5"  # a loaded machine must not turn delays into retries
     with FakeVLMServer(scripted(FakeReply.json(OPEN, delay=delay))) as server:
-        gather(service(server), [frame(0)])  # SDK import and first connection, off the clock
-        _, wide = gather(service(server), [frame(v) for v in range(1, 9)])
-        _, narrow = gather(service(server, "vlm.concurrency=2"), [frame(v) for v in range(9, 13)])
-    assert wide < 3 * delay  # eight calls in about the time of one
+        gather(
+            service(server, patient), [frame(0)]
+        )  # SDK import and first connection, off the clock
+        _, wide = gather(service(server, patient), [frame(v) for v in range(1, 9)])
+        _, narrow = gather(
+            service(server, patient, "vlm.concurrency=2"), [frame(v) for v in range(9, 13)]
+        )
+    assert wide < 5 * delay  # eight calls in about the time of one (in turn: 8 x delay)
     assert narrow >= 2 * delay  # two at a time: two rounds
     assert len(server.calls) == 13
 
@@ -231,7 +235,7 @@ def test_a_vlm_that_starts_refusing_stops_the_run_checkpointed_and_it_resumes(tm
             "eval.episodes=2",
         )
         stopped = run_training(cfg, RunDir.create(tmp_path / "run", cfg), show_progress=False)
-        assert stopped["failed"] and "refused 3 queries in a row" in stopped["interrupted"]
+        assert stopped["failed"] and "queries in a row" in stopped["interrupted"]
         latest = ckpt.latest(tmp_path / "run" / "checkpoints")
         assert ckpt.episodes_of(latest) == stopped["episodes"] < 8  # checkpointed where it stood
         refusing["from_call"] = 10**9  # the key is fixed

@@ -115,9 +115,8 @@ def train(
         _fail(f"cannot resume: {exc}")
     except RunError as exc:
         _fail(str(exc), code=1)
-    typer.echo(
-        json.dumps({k: summary[k] for k in ("episodes", "final_eval_success", "wall_seconds")})
-    )
+    shown = ("episodes", "final_eval_success", "last_eval_success", "wall_seconds")
+    typer.echo(json.dumps({k: summary[k] for k in shown if k in summary}))
     if summary.get("failed"):
         _fail(f"{summary['interrupted']}; continue with: sarl train --resume {run.path}", code=1)
     if "interrupted" in summary:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,7 @@ class LiberoEnv(Env):
         self._obs: dict[str, Any] = {}
         self._success = False
         self.home, self.home_quat = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])
+        self._gl_thread = threading.get_ident()  # the only thread its cameras render in
 
     @property
     def sim(self):
@@ -273,7 +275,15 @@ class LiberoEnv(Env):
 
     # ---------------------------------------------------------------- observations
     def render(self, camera: str, size: int) -> np.ndarray:
-        """A camera as LIBERO's observation has it (OpenGL convention, upside down)."""
+        """A camera as LIBERO's observation has it (OpenGL convention, upside down).
+
+        Only in the thread that built the env: elsewhere its GL context is not current and
+        the frame would come back black (see envs/rendering.GLThread), so that is refused."""
+        if threading.get_ident() != self._gl_thread:
+            raise EnvError(
+                f"rendering {camera} from thread {threading.current_thread().name}: the "
+                "simulator's GL context belongs to the thread that built it (use GLThread)"
+            )
         return self.sim.render(camera_name=camera, width=size, height=size)
 
     def state(self) -> np.ndarray:

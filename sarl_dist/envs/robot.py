@@ -120,9 +120,19 @@ class RobotEnv(Env):
 
     # ---------------------------------------------------------------- episode
     def reset(self, seed: int, init_index: int | None = None) -> None:
-        """Only called once the person has confirmed the scene is reset (the driver asks)."""
+        """Only called once the person has confirmed the scene is reset (the driver asks).
+        A robot server restarted since the last episode is reconnected to here: nothing
+        was moving, so the episode can begin on the new connection."""
+        from sarl_dist.robot.client import RobotConnectionLostError
+
         self._begin_episode_state()
-        self._take(self.client.begin_episode(int(seed)))
+        try:
+            reply = self.client.begin_episode(int(seed))
+        except RobotConnectionLostError:
+            self.client.close()
+            self.client = robot_client(self.cfg)
+            reply = self.client.begin_episode(int(seed))
+        self._take(reply)
         self._success = False  # nothing has been done yet
 
     def step(self, action: np.ndarray) -> None:

@@ -26,26 +26,36 @@ def label(frame: np.ndarray, text: str) -> np.ndarray:
 
 class Recorder:
     """Wraps env.step to grab a labelled agentview frame every few steps, and the last
-    one, so even an episode of a few steps has its video."""
+    one, so even an episode of a few steps has its video; and reset-to-home, which a robot
+    runs on its own side, before and after, so a homing-only episode has one too."""
 
     def __init__(self, env: Env) -> None:
         self.env, self.frames, self.prompt, self._n = env, [], "", 0
-        self._step = env.step
+        self._step, self._home = env.step, env.reset_to_home
+
+    def _grab(self) -> None:
+        self.frames.append(label(self.env.observe().scene, self.prompt))
 
     def __enter__(self) -> Recorder:
         def step(action):
             self._step(action)
             self._n += 1
             if self._n % VIDEO_EVERY == 0:
-                self.frames.append(label(self.env.observe().scene, self.prompt))
+                self._grab()
 
-        self.env.step = step
+        def reset_to_home(max_steps: int) -> int:
+            self._grab()
+            steps = self._home(max_steps)
+            self._grab()
+            return steps
+
+        self.env.step, self.env.reset_to_home = step, reset_to_home
         return self
 
     def __exit__(self, *exc) -> None:
-        del self.env.step
+        del self.env.step, self.env.reset_to_home
         if exc[0] is None and self._n % VIDEO_EVERY:
-            self.frames.append(label(self.env.observe().scene, self.prompt))
+            self._grab()
 
     def save(self, path: Path) -> None:
         import imageio

@@ -64,7 +64,10 @@ class RobotBackend(ABC):
 
 
 class SimRobot(RobotBackend):
-    """A LIBERO scene as the robot: env_cfg.task is a task index of env_cfg.libero.suite."""
+    """A LIBERO scene as the robot: env_cfg.task is a task index of env_cfg.libero.suite.
+
+    The scene lives on a thread of its own (GLThread): the server calls the robot from its
+    own threads, and the cameras render only in the thread that built the scene."""
 
     action_dim = 7
     cameras = ("primary", "wrist")
@@ -72,13 +75,15 @@ class SimRobot(RobotBackend):
 
     def __init__(self, env_cfg: EnvConfig) -> None:
         from sarl_dist.envs.libero import LiberoEnv
+        from sarl_dist.envs.rendering import GLThread
 
-        self.env = LiberoEnv(env_cfg)
+        self._gl = GLThread("libero-robot")
+        self.env = self._gl.call(LiberoEnv, env_cfg)
         self.lcfg = env_cfg.libero
         self.name = f"libero:{self.lcfg.suite}/{env_cfg.task}"
         self.stops = 0  # nothing moves between steps in a simulator: stop is only counted
 
-    def observe(self) -> dict[str, Any]:
+    def _observe(self) -> dict[str, Any]:
         from sarl_dist.envs.libero import rotate_180
 
         size = self.lcfg.camera_size
@@ -96,23 +101,27 @@ class SimRobot(RobotBackend):
             "extra": extra,
         }
 
+    def observe(self) -> dict[str, Any]:
+        return self._gl.call(self._observe)
+
     def eef_pos(self) -> np.ndarray:
-        return self.env.state()[:3]
+        return self._gl.call(self.env.state)[:3]
 
     def apply(self, action: np.ndarray) -> None:
-        self.env.step(action)
+        self._gl.call(self.env.step, action)
 
     def begin_episode(self, seed: int) -> None:
-        self.env.reset(seed)
+        self._gl.call(self.env.reset, seed)
 
     def home(self, max_steps: int) -> int:
-        return self.env.reset_to_home(max_steps)
+        return self._gl.call(self.env.reset_to_home, max_steps)
 
     def stop(self) -> None:
         self.stops += 1
 
     def close(self) -> None:
-        self.env.close()
+        self._gl.call(self.env.close)
+        self._gl.close()
 
 
 def _observation(out: Any) -> dict[str, Any]:

@@ -55,8 +55,9 @@ class RobotClient:
             frame = self._ws.recv(timeout=self.request_timeout)
         except TimeoutError:
             self._ws.close()
-            raise self._fail(
-                f"no reply within {self.request_timeout:g}s; connection closed"
+            raise RobotConnectionLostError(
+                f"robot server {self.address}: no reply within {self.request_timeout:g}s; "
+                "connection closed"
             ) from None
         except websockets.ConnectionClosed as exc:
             raise RobotConnectionLostError(
@@ -101,6 +102,10 @@ class RobotClient:
 
     def status(self) -> dict[str, Any]:
         return self._call("status")
+
+    def end_episode(self, success: bool, reason: str) -> dict[str, Any]:
+        """Tell the robot side how the episode ended (it logs it)."""
+        return self._call("end_episode", success=bool(success), reason=str(reason)[:200])
 
     def close(self) -> None:
         self._ws.close()

@@ -12,13 +12,17 @@ msgpack map; a bad request is answered {"error": ...} and the connection stays o
 - success: the person (or a robot-side button) marks success; the chunk in progress ends.
 - status: the flags; episodes begun, steps in this one, stops, clipped actions (since
   start) and open connections.
+- end_episode {success, reason}: the learner's verdict on the episode, logged here.
+
+Episode starts and ends are logged at INFO, so the robot PC's log reads as a session.
 
 execute, home and begin_episode answer {"observation", "steps", "success", "stopped",
-"clipped": [safety events]}. Backend calls run on worker threads under one lock, so a
-second connection's stop or success mark is handled while a chunk runs; stop alone skips
-the lock. Safety stays here, on the robot side: a connection that closes mid-execute
-stops the arm (dead-man), as do a backend failure, the episode's wall-clock cap and the
-server shutting down. Every clipped action is logged at WARNING.
+"clipped": [safety events]}. Backend calls run, one at a time, on one thread of their
+own (hardware stacks and simulators tie state to a thread), so a second connection's
+stop or success mark is handled while a chunk runs; stop alone is called from elsewhere.
+Safety stays here, on the robot side: a connection that closes mid-execute stops the arm
+(dead-man), as do a backend failure, the episode's wall-clock cap and the server
+shutting down. Every clipped action is logged at WARNING.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -76,7 +81,7 @@ class RobotServer(MsgpackServer):
                 "max_chunk": limits.max_chunk,
             },
         }
-        self._lock = threading.Lock()  # every backend call but stop()
+        self._backend_thread = ThreadPoolExecutor(1, thread_name_prefix="robot-backend")
         self._stopped, self._success = threading.Event(), threading.Event()
         self._stops_lock = threading.Lock()
         self._episode = False
@@ -128,9 +133,9 @@ class RobotServer(MsgpackServer):
         if cmd == "execute":
             return await self._execute_guarded(ws, self._actions(request))
         if cmd == "begin_episode":
-            return await asyncio.to_thread(self._begin_episode, _integer(request, "seed"))
+            return await self._on_backend(self._begin_episode, _integer(request, "seed"))
         if cmd == "home":
-            return await asyncio.to_thread(self._home, _integer(request, "max_steps"))
+            return await self._on_backend(self._home, _integer(request, "max_steps"))
         if cmd == "stop":
             self._halt(f"stop requested by {ws.remote_address}")
             return {"stopped": True}
@@ -138,6 +143,15 @@ class RobotServer(MsgpackServer):
             self._success.set()
             log.info("success marked by %s", ws.remote_address)
             return {"success": True}
+        if cmd == "end_episode":
+            log.info(
+                "episode %d ended after %d steps: %s (%s)",
+                self._episodes,
+                self._steps,
+                "success" if request.get("success") is True else "failure",
+                str(request.get("reason", ""))[:200],
+            )
+            return {"ended": True}
         if cmd == "status":
             return {
                 "stopped": self._stopped.is_set(),
@@ -149,7 +163,8 @@ class RobotServer(MsgpackServer):
                 "connections": self._connections,
             }
         raise RequestError(
-            f"unknown cmd {cmd!r}: use begin_episode, execute, home, stop, success or status"
+            f"unknown cmd {cmd!r}: use begin_episode, execute, home, stop, success, status "
+            "or end_episode"
         )
 
     def _actions(self, request: dict[str, Any]) -> np.ndarray:
@@ -169,7 +184,7 @@ class RobotServer(MsgpackServer):
 
     async def _execute_guarded(self, ws: ServerConnection, actions: np.ndarray) -> dict[str, Any]:
         """Run the chunk on a worker thread; the arm stops if the client goes away meanwhile."""
-        work = asyncio.ensure_future(asyncio.to_thread(self._execute, actions))
+        work = asyncio.ensure_future(self._on_backend(self._execute, actions))
         closed = asyncio.ensure_future(ws.wait_closed())
         try:
             await asyncio.wait((work, closed), return_when=asyncio.FIRST_COMPLETED)
@@ -178,6 +193,9 @@ class RobotServer(MsgpackServer):
             if not work.done():
                 self._halt(f"connection to {ws.remote_address} lost mid-execute (dead-man)")
         return await work
+
+    async def _on_backend(self, fn, *args) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._backend_thread, fn, *args)
 
     def _halt(self, reason: str) -> None:
         """Stop the arm now, from any thread, without waiting for the backend lock."""
@@ -190,7 +208,7 @@ class RobotServer(MsgpackServer):
         except Exception:
             log.exception("the robot's stop() failed")
 
-    # ---------------------------------------------------------------- worker threads
+    # ---------------------------------------------------------------- the backend's thread
     def _reply(self, steps: int, events: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "observation": self.backend.observe(),
@@ -205,57 +223,56 @@ class RobotServer(MsgpackServer):
             raise RequestError("no episode in progress: send begin_episode first")
 
     def _begin_episode(self, seed: int) -> dict[str, Any]:
-        with self._lock:
-            self._stopped.clear()
-            self._success.clear()
-            self._episode, self._steps = False, 0
-            self.backend.begin_episode(seed)
-            self._episode, self._started = True, time.monotonic()
-            self._episodes += 1
-            return self._reply(0, [])
+        self._stopped.clear()
+        self._success.clear()
+        self._episode, self._steps = False, 0
+        self.backend.begin_episode(seed)
+        self._episode, self._started = True, time.monotonic()
+        self._episodes += 1
+        log.info("episode %d began (seed %d)", self._episodes, seed)
+        return self._reply(0, [])
 
     def _execute(self, actions: np.ndarray) -> dict[str, Any]:
         cap = self.safety.cfg.max_episode_seconds
-        with self._lock:
-            self._require_episode()
-            done, events = 0, []
-            for action in actions:
-                if self._stopped.is_set() or self._success.is_set():
-                    break
-                if time.monotonic() - self._started > cap:
-                    self._halt(f"the episode ran past max_episode_seconds={cap:g}")
-                    break
-                executed, changed = self.safety.apply(action, self.backend.eef_pos(), self._steps)
-                for event in changed:
-                    log.warning(
-                        "step %d: %s on dims %s: %s -> %s",
-                        event["step"],
-                        event["reason"],
-                        event["dims"],
-                        event["action"],
-                        event["executed"],
-                    )
-                events += changed
-                self._clipped += len(changed)
-                self.backend.apply(executed)
-                self._steps += 1
-                done += 1
-            return self._reply(done, events)
+        self._require_episode()
+        done, events = 0, []
+        for action in actions:
+            if self._stopped.is_set() or self._success.is_set():
+                break
+            if time.monotonic() - self._started > cap:
+                self._halt(f"the episode ran past max_episode_seconds={cap:g}")
+                break
+            executed, changed = self.safety.apply(action, self.backend.eef_pos(), self._steps)
+            for event in changed:
+                log.warning(
+                    "step %d: %s on dims %s: %s -> %s",
+                    event["step"],
+                    event["reason"],
+                    event["dims"],
+                    event["action"],
+                    event["executed"],
+                )
+            events += changed
+            self._clipped += len(changed)
+            self.backend.apply(executed)
+            self._steps += 1
+            done += 1
+        return self._reply(done, events)
 
     def _home(self, max_steps: int) -> dict[str, Any]:
-        with self._lock:
-            self._require_episode()
-            if self._stopped.is_set():
-                return self._reply(0, [])
-            steps = self.backend.home(max_steps)
-            self._steps += steps
-            return self._reply(steps, [])
+        self._require_episode()
+        if self._stopped.is_set():
+            return self._reply(0, [])
+        steps = self.backend.home(max_steps)
+        self._steps += steps
+        return self._reply(steps, [])
 
     async def serve_async(self) -> None:
         try:
             await super().serve_async()
         finally:
             self._halt("the robot server is shutting down")
+            self._backend_thread.shutdown(wait=False)
 
 
 def _integer(request: dict[str, Any], key: str) -> int:

@@ -19,6 +19,7 @@ from the run directory; every handle to them stays valid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from sarl_dist.config import Config, dump_config
 from sarl_dist.core.demos import DEMO_EPISODE, load_demos
 from sarl_dist.core.prompt_cache import PromptCache
 from sarl_dist.envs import env_spec
+from sarl_dist.robot.client import RobotConnectionLostError
 from sarl_dist.robot.operator import Attended, Operator, OperatorQuitError
 from sarl_dist.runtime import checkpoint as ckpt
 from sarl_dist.runtime.episode_log import EpisodeLog
@@ -85,10 +87,14 @@ def train_seed(cfg: Config, episode: int) -> int:
 
 @dataclass
 class DriverState:
+    """What the driver checkpoints: counts that run on across resumes."""
+
     episodes: int = 0
     eval_curve: list[list[float]] = field(default_factory=list)
     wall_seconds: float = 0.0
     successes: int = 0
+    decisions: int = 0  # in committed training episodes
+    faults: dict[str, int] = field(default_factory=dict)  # episodes run again, by kind
 
 
 def placement_bundles(cfg: Config) -> list[dict[str, float]]:
@@ -134,6 +140,13 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
+def _consume(refs: list) -> None:
+    """Fetch the results of a failed task, so Ray does not report them as unhandled."""
+    for ref in refs:
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get(ref)
+
+
 def _mean_se(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
@@ -155,13 +168,13 @@ class Driver:
         self.workers: list = []
         self.vla_servers: list = []  # the run's own VLAServer actors (vla.kind=skill)
         self._vla_addresses: list[tuple[str, int]] = []
-        self.faults: Counter[str] = Counter()
         self._overhead: list[float] = []
         self._live: tuple[float, dict, dict] | None = None  # (when, learner stats, VLM stats)
         self._staleness: list[int] = []
         self._worker_wait: list[float] = []  # seconds between a worker's training episodes
         self._unacknowledged: deque[tuple[ray.ObjectRef, dict]] = deque()  # sent to the Learner
-        self._decisions = 0
+        self._decisions = 0  # in this process (the rate); the run's total is in state
+        self._started = time.perf_counter()  # less the wall time of earlier processes
         self._train_seconds = 0.0
         # The driver loop's CPU per training episode (its thread: Ray's own run beside it),
         # so one run commits at most 1 / that episodes per second (benchmarks/shared_actors.py).
@@ -270,9 +283,11 @@ class Driver:
     def _new_worker(self, slot: int):
         rt = self.cfg.runtime
         texts = ray.get(self.vlm.prompt_texts.remote())
+        # The robot's worker answers `live` while its episode runs (a second thread).
+        threads = {"max_concurrency": 2} if self.cfg.env.kind == "robot" else {}
         return (
             ray.remote(EnvWorker)
-            .options(**self._options(2 + slot, rt.worker_cpus, rt.worker_gpus))
+            .options(**threads, **self._options(2 + slot, rt.worker_cpus, rt.worker_gpus))
             .remote(
                 self.cfg,
                 slot,
@@ -335,7 +350,9 @@ class Driver:
                 job = pending[mine[0] if died else done[0]][1]
                 replaced = self._interrupted(slot, job, exc, setbacks)
                 for ref in reversed(mine if replaced else done):  # the oldest goes out first
-                    queue.append(pending.pop(ref)[1])
+                    _, back, batch_ref = pending.pop(ref)
+                    _consume([ref, batch_ref])
+                    queue.append(back)
                 if replaced:
                     returned.pop(slot, None)
                 continue
@@ -354,12 +371,21 @@ class Driver:
             job = queue[-1]
             video = (videos or {}).get(job[0])
 
-            def launch(job=job, video=video):
-                return self.workers[0].run_episode.remote(*job, greedy, video)
+            refs: list = []
 
+            def launch(job=job, video=video, refs=refs):
+                refs.extend(self.workers[0].run_episode.remote(*job, greedy, video))
+                return refs
+
+            point = self.state.episodes if greedy else None
             try:
-                summary, batch = self.attended.run(job, greedy, launch)
+                summary, batch = self.attended.run(
+                    job, greedy, launch, lambda: self.workers[0].live.remote(), point
+                )
             except ray.exceptions.RayError as exc:
+                _consume(refs)  # handled here: Ray need not print the worker's traceback
+                what = f"eval {point}/{-1 - job[0]}" if greedy else f"episode {job[0]}"
+                self.attended.lost(what, unwrapped(exc), describe(exc))
                 self._interrupted(0, job, exc, setbacks)
                 continue
             queue.pop()
@@ -384,25 +410,28 @@ class Driver:
             raise RunStoppedError(str(unwrapped(exc))) from None
         if isinstance(exc, VLAConnectionLostError):
             kind = "vla_disconnect"
+        elif isinstance(unwrapped(exc), RobotConnectionLostError):
+            kind = "robot_disconnect"  # a robot server restarted mid-episode
         elif isinstance(exc, ray.exceptions.RayActorError):
             kind = "worker_died"
         else:
             kind = "episode_error"
-        lost_link = kind == "vla_disconnect"
+        # A lost link (a server restarted) is bounded apart from the episode's own failures.
+        lost_link = kind in ("vla_disconnect", "robot_disconnect")
         setbacks[job, lost_link] += 1
-        self.faults[kind] += 1
+        self.state.faults[kind] = self.state.faults.get(kind, 0) + 1
         self.metrics.faults.inc(tags={"kind": kind})
         error = describe(exc)
         self.run.log_failure(
             {"episode": episode, "seed": seed, "worker": slot, "kind": kind, "error": error}
         )
         if setbacks[job, lost_link] >= self.cfg.runtime.episode_attempts:
-            what = "lost its VLA connection" if lost_link else "failed"
+            what = f"lost its connection ({kind})" if lost_link else "failed"
             raise RunError(
                 f"episode {episode} (seed {seed}) {what} {setbacks[job, lost_link]} times "
                 f"(runtime.episode_attempts); last error: {error}"
             )
-        if lost_link:
+        if kind == "vla_disconnect":  # the client has reconnected: the worker goes on
             return False
         ray.kill(self.workers[slot])
         self.workers[slot] = self._new_worker(slot)
@@ -421,10 +450,11 @@ class Driver:
     def _commit(self, summary: dict, batch_ref) -> None:
         """Send a finished training episode to the Learner without waiting for it, then log
         the episodes it has acknowledged since: none is logged that the replay lacks, and
-        the driver never waits on the Learner between episodes."""
+        the driver never waits on the Learner between episodes (but for one robot: its
+        person sees each episode logged before the next one starts)."""
         ack = self.learner.add_episode.remote(summary["episode"], batch_ref)
         self._unacknowledged.append((ack, summary))
-        self._settle(block=False)
+        self._settle(block=self.attended is not None)
 
     def _settle(self, block: bool) -> None:
         """Log acknowledged episodes in the order they were sent; with `block`, all of them."""
@@ -443,6 +473,7 @@ class Driver:
         self._overhead += summary["overhead_ms"]
         self._staleness += summary["staleness_updates"]
         self._decisions += summary["decisions"]
+        self.state.decisions += summary["decisions"]
         fresh = self._refresh_live_stats()
         _, learner, vlm = self._live
         scalars = {
@@ -484,7 +515,8 @@ class Driver:
         is under LIVE_STATS_EVERY_S old (checkpoints and the summary fetch their own);
         True when it fetched."""
         now = time.monotonic()
-        if self._live is not None and now - self._live[0] < LIVE_STATS_EVERY_S:
+        every = 0.0 if self.attended is not None else LIVE_STATS_EVERY_S  # a robot: each one
+        if self._live is not None and now - self._live[0] < every:
             return False
         self._live = (now, self._learner_stats(), self._save_responses())
         return True
@@ -505,6 +537,11 @@ class Driver:
         jobs = [(-1 - j, eval_seed(self.cfg, j)) for j in range(self.cfg.eval.episodes)]
         videos = self._videos("eval", [job[0] for job in jobs])
         self._run_episodes(jobs, True, lambda s, _: results.append(s), videos)
+        for summary in sorted(results, key=lambda r: -r["episode"]):
+            index = -1 - summary.pop("episode")
+            self.run.log_eval_episode(
+                {"eval_point": self.state.episodes, "eval_index": index, **summary}
+            )
         mean, se = _mean_se([float(r["success"]) for r in results])
         record = {
             "episodes_seen": self.state.episodes,
@@ -556,6 +593,7 @@ class Driver:
         if not self._services:
             return  # interrupted while starting: nothing to save yet
         self._settle(block=True)
+        self.state.wall_seconds = self.elapsed()
         latest = ckpt.latest(self.run.checkpoints)
         if latest is None or ckpt.episodes_of(latest) != self.state.episodes:
             self.checkpoint()
@@ -574,8 +612,12 @@ class Driver:
         points = {total} | set(range(every, total, every)) | set(range(ck, total, ck))
         return sorted(p for p in points if p > self.state.episodes)
 
+    def elapsed(self) -> float:
+        """The run's wall time, earlier processes included."""
+        return time.perf_counter() - self._started
+
     def train(self) -> dict:
-        started = time.perf_counter() - self.state.wall_seconds
+        self._started = time.perf_counter() - self.state.wall_seconds
         if self.state.episodes == 0 and not self.state.eval_curve and self.cfg.eval.at_start:
             self.evaluate()
         for end in self.boundaries():
@@ -583,9 +625,9 @@ class Driver:
             ray.get(self.learner.wait_idle.remote())
             if end % self.cfg.eval.every == 0 or end == self.cfg.train.episodes:
                 self.evaluate()
-            self.state.wall_seconds = time.perf_counter() - started
+            self.state.wall_seconds = self.elapsed()
             self.checkpoint()
-        self.state.wall_seconds = time.perf_counter() - started
+        self.state.wall_seconds = self.elapsed()
         return self.summary()
 
     def summary(self) -> dict:
@@ -611,7 +653,7 @@ class Driver:
             "policy_version": learner["version"],
             "vlm_calls": vlm["calls"],
             "vlm": vlm,
-            "decisions": self._decisions,
+            "decisions": self.state.decisions,
             "decisions_per_second": self._decisions / max(1e-9, self._train_seconds),
             "driver_cpu_ms_per_episode": 1e3 * self._train_cpu_seconds / self._train_episodes
             if self._train_episodes
@@ -624,7 +666,7 @@ class Driver:
             # None where no worker ran two training episodes in a row (one robot, attended)
             "worker_wait_ms_p50": float(np.percentile(wait_ms, 50)) if wait_ms.size else None,
             "worker_wait_ms_p95": float(np.percentile(wait_ms, 95)) if wait_ms.size else None,
-            "faults": dict(self.faults),
+            "faults": dict(self.state.faults),
             "learner_restarted": learner["restarted"],
             "learner_restored": learner["restored"],
         }
@@ -637,10 +679,12 @@ def init_ray(address: str | None, cfg: Config) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return True
-    ray.init(
+    robot = cfg.env.kind == "robot"  # its terminal is the person's: Ray's output goes to
+    ray.init(  # Ray's session logs, and only Ray's errors are printed
         num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed(cfg))),
         include_dashboard=False,
-        log_to_driver=True,
+        log_to_driver=not robot,
+        logging_level=logging.ERROR if robot else logging.INFO,
     )
     return True
 
@@ -688,7 +732,7 @@ def run_training(
             "interrupted": why,
             "failed": isinstance(exc, RunStoppedError),
             "episodes": driver.state.episodes,
-            "final_eval_success": curve[-1][1] if curve else None,
+            "last_eval_success": curve[-1][1] if curve else None,  # a mid-run point, if any
             "wall_seconds": driver.state.wall_seconds,
         }
     except ray.exceptions.RayActorError as exc:

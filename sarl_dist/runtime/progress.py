@@ -56,7 +56,8 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, completed=self.done, stats=stats)
         elif self.enabled and (self.done % self._every == 0 or self.done == self.total):
-            self._print(f"episode {self.done}/{self.total}  {stats}")
+            # named by its id, as the prompts name it (0-based); then how many are done
+            self._print(f"episode {summary['episode']} done ({self.done}/{self.total})  {stats}")
 
     def evaluation(self, record: dict) -> None:
         self._print(

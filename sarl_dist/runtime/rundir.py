@@ -3,6 +3,7 @@
 config.yaml       the resolved config (the run's identity on --resume)
 episodes.jsonl    one line per committed training episode
 evals.jsonl       one line per evaluation point
+eval_episodes.jsonl  one line per evaluation episode (eval_point, eval_index, prompts, ...)
 tb/               TensorBoard events
 checkpoints/      sealed checkpoints (see runtime/checkpoint.py)
 episode_log/      episodes committed since the newest checkpoint (runtime/episode_log.py)
@@ -185,6 +186,10 @@ class RunDir:
     def log_label(self, record: dict) -> None:
         self._append("labels.jsonl", record)
 
+    def log_eval_episode(self, record: dict) -> None:
+        """One evaluation episode, by its evaluation point and index (eval_episodes.jsonl)."""
+        self._append("eval_episodes.jsonl", record)
+
     def log_eval(self, record: dict) -> None:
         self._append("evals.jsonl", record)
         self.writer.add_scalar("eval/success", record["success_rate"], record["episodes_seen"])
@@ -198,6 +203,7 @@ class RunDir:
         """Keep only what the checkpoint at `episodes` knows about (a resume re-runs the rest)."""
         self._filter("episodes.jsonl", lambda r: r["episode"] < episodes)
         self._filter("evals.jsonl", lambda r: r["episodes_seen"] <= episodes)
+        self._filter("eval_episodes.jsonl", lambda r: r["eval_point"] <= episodes)
 
     def _filter(self, name: str, keep) -> None:
         path = self.path / name

@@ -33,6 +33,7 @@ from sarl_dist.vla import make_vla
 from sarl_dist.vlm.base import HistoryItem
 
 log = logging.getLogger(__name__)
+MOVED = 0.002  # m: an end effector displaced less than this in a decision did not move
 
 
 @dataclass
@@ -85,9 +86,15 @@ class EnvWorker:
         self._proposal: tuple[int, np.ndarray] | None = None  # (at low-level step, ids)
         self.faults = Faults(cfg.faults, cfg.seed)
         self._episodes_run = 0
+        self._where: dict | None = None  # the running episode's decision, for `live`
 
     def ready(self) -> int:
         return self.index
+
+    def live(self) -> dict | None:
+        """Where the running episode is (decision, steps, prompt); None between episodes.
+        Answered while run_episode runs on a worker with two threads (the robot's)."""
+        return self._where
 
     def _plan(self) -> list[int] | None:
         """The prompt ids a fixed-sequence baseline issues, decision by decision."""
@@ -181,13 +188,19 @@ class EnvWorker:
         history: list[HistoryItem] = []  # what the VLM-only baseline is shown
         candidates, q_values = self._prepare(obs, 0, 0)
         env_seconds = vla_seconds = 0.0
-        steps, success = 0, False
+        steps, success, moved, ended_by = 0, False, False, "max_decisions"
         with recorder:
             for t in range(spec.max_decisions):
                 t0 = time.perf_counter()
                 prompt = self._choose(q_values, candidates, greedy, rng)
                 if video:
                     recorder.prompt = self.texts[prompt]
+                self._where = {
+                    "decision": t,
+                    "decisions": spec.max_decisions,
+                    "steps": steps,
+                    "prompt": self.texts[prompt],
+                }
                 trace.versions.append(self.version)
                 trace.staleness.append(self._staleness)
                 self._prefetch_weights()
@@ -199,6 +212,7 @@ class EnvWorker:
                 next_obs = env.observe()
                 observe_seconds = time.perf_counter() - t1
                 success = result.success
+                moved = moved or bool(np.abs(next_obs.proprio[:3] - obs.proprio[:3]).max() > MOVED)
                 steps += result.steps
                 last = success or result.truncated or t == spec.max_decisions - 1
                 terminal = success or (last and not self.cfg.learner.bootstrap_on_timeout)
@@ -233,7 +247,11 @@ class EnvWorker:
                 if t == 0:
                     self.faults.worker_mid_episode(self._episodes_run)
                 if last:
+                    ended_by = (
+                        "success" if success else "truncated" if result.truncated else ended_by
+                    )
                     break
+        self._where = None
         if video:
             path = Path(f"{video}-{'ok' if success else 'fail'}.mp4")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +265,9 @@ class EnvWorker:
             "prompts": [[p, self.texts[p]] for p in trace.prompts],
             "rewards": trace.rewards,
             "success": success,
+            # success, truncated (a robot stopped or ran out of time), or max_decisions
+            "ended_by": ended_by,
+            "moved": moved,  # the end effector moved (only homing from home: it did not)
             "decisions": len(trace.prompts),
             "steps": steps,
             "wall_seconds": end - start,
