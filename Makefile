@@ -24,7 +24,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[train,dev]"
 	touch $(STAMP)
 
 demo: setup
@@ -33,6 +33,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check sarl_dist tests benchmarks
 	$(BIN)/ruff format --check sarl_dist tests benchmarks
+	$(BIN)/lint-imports
 
 test: lint
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q

@@ -45,7 +45,7 @@ def run(env, steps: int, every_step: bool) -> float:
             env.observe()
             result = env.run_prompt(prompt, vla)
             done += result.steps
-            if result.success or done >= steps:
+            if result.terminated or done >= steps:
                 break
     if every_step:
         del env.step

@@ -22,7 +22,7 @@ from pathlib import Path
 import ray
 
 from sarl_dist.config import Config, load_config
-from sarl_dist.envs import make_env, oracle_prompts
+from sarl_dist.envs import atomic_prompts, make_env
 from sarl_dist.report.bench import emit
 from sarl_dist.runtime.driver import run_training
 from sarl_dist.runtime.rundir import RunDir
@@ -51,7 +51,7 @@ def plain_loop(cfg: Config, episodes: int) -> float:
     server = VLAServer(cfg)
     env = make_env(cfg)
     vla = make_vla(cfg, 0, 7, [server.address()])
-    prompts = oracle_prompts(cfg)
+    prompts = atomic_prompts(cfg)
     steps, start = 0, time.perf_counter()
     for episode in range(episodes):
         env.reset(episode)
@@ -59,7 +59,7 @@ def plain_loop(cfg: Config, episodes: int) -> float:
             env.observe()  # the Q image a worker renders at every decision
             result = env.run_prompt(prompts[min(t, len(prompts) - 1)], vla)
             steps += result.steps
-            if result.success:
+            if result.terminated:
                 break
     seconds = time.perf_counter() - start
     env.close()

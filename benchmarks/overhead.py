@@ -25,9 +25,9 @@ import torch
 
 from sarl_dist.config import Config, apply_overrides, build_config, read_yaml
 from sarl_dist.core.agent import build_q
-from sarl_dist.core.policy import softmax_choice
 from sarl_dist.core.prompt_cache import RESET_ID
 from sarl_dist.envs import make_env
+from sarl_dist.methods import softmax_choice
 from sarl_dist.report.bench import emit
 from sarl_dist.runtime.driver import run_training
 from sarl_dist.runtime.rundir import RunDir
@@ -72,7 +72,7 @@ def plain_loop(cfg: Config, decisions: int) -> float:
             text = dict(zip(ids, texts, strict=True))[pick]
             result = env.run_reset() if pick == RESET_ID else env.run_prompt(text, vla)
             done += 1
-            if result.success:
+            if result.terminated:
                 break
     return done / (time.perf_counter() - start)
 

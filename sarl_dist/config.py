@@ -20,7 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from sarl_dist.core.prompt_cache import clean_prompt
+from sarl_dist.methods import METHODS
+from sarl_dist.prompt_text import clean_prompt
 
 
 class ConfigError(ValueError):
@@ -192,6 +193,11 @@ class EnvConfig(_Section):
     )
     decision_steps: int = Field(
         10, ge=1, description="Low-level steps the VLA runs per semantic decision."
+    )
+    bootstrap_truncated: bool = Field(
+        True,
+        description="An episode cut short (the decision cap, a robot's time cap or stop) is a "
+        "time limit, not a failure state: its last transition bootstraps from its next state.",
     )
     skill_chain: SkillChainConfig = SkillChainConfig()
     libero: LiberoConfig = LiberoConfig()
@@ -463,14 +469,16 @@ class LearnerConfig(_Section):
     publish_every: int = Field(
         20, ge=1, description="Gradient steps between weight publications to workers."
     )
-    bootstrap_on_timeout: bool = Field(
-        True,
-        description="Treat the episode cap as truncation (bootstrap) rather than termination.",
-    )
     target: TargetConfig = TargetConfig()
 
 
 class RuntimeConfig(_Section):
+    mode: Literal["ray", "local"] = Field(
+        "ray",
+        description="ray: every actor a Ray process (a laptop's local Ray, or a cluster); "
+        "local: all of them in this one process, without Ray (for pdb, profiling, tiny "
+        "machines; no fault tolerance, so no injected process faults).",
+    )
     num_workers: int = Field(2, ge=1, description="EnvWorker actors.")
     worker_cpus: float = Field(0.5, gt=0, description="Ray CPUs each EnvWorker declares.")
     worker_gpus: float = Field(
@@ -577,11 +585,11 @@ class FaultsConfig(_Section):
 
 
 class Config(_Section):
-    method: Literal["sarl", "random", "zero_shot", "vlm_only", "oracle"] = Field(
+    method: str = Field(
         "sarl",
         description="sarl learns; the baselines do not: random (uniform over the candidates), "
         "zero_shot (the task sentence), vlm_only (the VLM picks from history), oracle (the "
-        "task's atomic prompt sequence). See docs/experiments.md.",
+        "task's atomic prompt sequence). The registry: sarl_dist/methods.py.",
     )
     vlm_only_decision_steps: int | None = Field(
         None,
@@ -601,10 +609,18 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     faults: FaultsConfig = FaultsConfig()
 
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        return method
+
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        if self.method == "oracle" and self.env.kind == "robot":
-            raise ValueError("method: oracle needs a known atomic sequence (LIBERO, skill chain)")
+        kills = self.faults.kill_worker_every or self.faults.kill_learner_at
+        if self.runtime.mode == "local" and (kills or self.faults.kill_vlm_at_prompt):
+            raise ValueError("faults: killing a process needs runtime.mode=ray (it is the run)")
         if self.env.kind == "robot" and self.runtime.num_workers != 1:
             raise ValueError("runtime.num_workers: a robot run has one robot, so one worker")
         reserved = 1 + int(self.cache.seed_task_prompt) + len(self.cache.seed_prompts)
@@ -613,16 +629,7 @@ class Config(_Section):
                 f"cache.capacity={self.cache.capacity} cannot hold reset-to-home and "
                 f"{reserved - 1} seed prompts"
             )
-        steps = self.vlm_only_decision_steps or (
-            40 if self.env.kind == "libero" else self.env.decision_steps
-        )
-        if self.method == "vlm_only" and self.env.decision_steps != steps:
-            total = self.env.max_decisions * self.env.decision_steps  # same episode length
-            env = self.env.model_copy(
-                update={"decision_steps": steps, "max_decisions": max(1, total // steps)}
-            )
-            return self.model_copy(update={"env": env})
-        return self
+        return METHODS[self.method].check(self)
 
     @property
     def gamma(self) -> float:
@@ -632,7 +639,7 @@ class Config(_Section):
 
     @property
     def learns(self) -> bool:
-        return self.method == "sarl"
+        return METHODS[self.method].learns
 
 
 def _format_errors(err: ValidationError) -> str:

@@ -242,7 +242,8 @@ def test_rayjob_entrypoint_is_a_real_sarl_command_writing_to_the_runs_volume():
 
 # ------------------------------------------------------------------ container recipe
 def _pin(name: str) -> str:
-    (spec,) = [d for d in PYPROJECT["dependencies"] if re.match(rf"{name}\b", d)]
+    specs = PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["train"]
+    (spec,) = [d for d in specs if re.match(rf"{name}\b", d)]
     return spec.replace(" ", "")
 
 
@@ -253,7 +254,7 @@ def test_dockerfile_pins_what_pyproject_pins():
     for name in ("torch", "numpy"):
         assert f'"{_pin(name)}"' in DOCKERFILE, f"the Dockerfile must install {_pin(name)}"
     assert "download.pytorch.org/whl/cpu" in DOCKERFILE  # the CPU build, as on the dev machines
-    assert "pip install ." in DOCKERFILE
+    assert 'pip install ".[train]"' in DOCKERFILE  # the learner's side: torch, Ray, LIBERO
     assert IMAGE.rsplit(":", 1)[1] == PYPROJECT["version"]
 
 

@@ -105,8 +105,8 @@ def test_observations_and_render_on_demand(env, monkeypatch):
 def test_skill_vla_solves_task_0_with_atomic_prompts_but_not_with_the_task(env):
     vla = ChunkedVLA(SkillVLA(seed=0), 5, 7)
     env.reset(0)
-    assert not env.run_prompt(SOUP, vla).success
-    assert env.run_prompt(SAUCE, vla).success
+    assert not env.run_prompt(SOUP, vla).terminated
+    assert env.run_prompt(SAUCE, vla).terminated
     env.reset(0)
     for _ in range(2):
         env.run_prompt(env.spec.task, vla)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sarl_dist.config import load_config
-from sarl_dist.envs import env_spec, oracle_prompts
+from sarl_dist.envs import atomic_prompts, env_spec, make_env
 from sarl_dist.testing import tiny_config
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -31,7 +31,7 @@ def test_zero_shot_sends_the_task_sentence_and_fails_on_the_chain(tmp_path):
 
 def test_oracle_follows_the_atomic_sequence_and_mostly_succeeds(tmp_path):
     cfg, summary, episodes = _run(tmp_path, "oracle")
-    plan = oracle_prompts(cfg)
+    plan = atomic_prompts(cfg)
     for e in episodes:
         texts = [text for _, text in e["prompts"]]
         assert texts == [plan[min(t, len(plan) - 1)] for t in range(len(texts))]
@@ -57,14 +57,18 @@ def test_candidates_are_refreshed_every_refresh_steps_low_level_steps():
     import ray
 
     from sarl_dist.runtime.vlm_service import VLMService
-    from sarl_dist.runtime.worker import EnvWorker
+    from sarl_dist.runtime.worker import VLMCandidates
 
     cfg = tiny_config("method=random", "vlm.refresh_steps=20")
     vlm = ray.remote(VLMService).remote(cfg, env_spec(cfg).task, None, {}, None, "refresh")
-    worker = EnvWorker(cfg, 0, None, vlm, ray.get(vlm.prompt_texts.remote()))
-    worker.env.reset(0)
-    obs = worker.env.observe()
-    offered = [worker._prepare(obs, t, steps)[0] for t, steps in enumerate([0, 10, 19, 20, 45])]
+    env = make_env(cfg)
+    env.reset(0)
+    obs = env.observe()
+    source = VLMCandidates(vlm, cfg.vlm.refresh_steps)
+    offered = [
+        source.collect(source.ask(obs, t, steps, ()))[0]
+        for t, steps in enumerate([0, 10, 19, 20, 45])
+    ]
     assert ray.get(vlm.stats.remote())["requests"] == 3  # at steps 0, 20 and 45
     assert offered[1] is offered[0] and offered[2] is offered[0]  # the same proposal reused
     ray.kill(vlm)
@@ -92,7 +96,7 @@ def _worker(cfg, name):
 def test_a_greedy_episode_asks_for_no_candidates_of_a_state_it_discards():
     import ray
 
-    cfg = tiny_config("method=random", "learner.bootstrap_on_timeout=true")
+    cfg = tiny_config("method=random", "env.bootstrap_truncated=true")
     worker, vlm = _worker(cfg, "greedy")
 
     def requests() -> int:
@@ -119,7 +123,7 @@ def test_a_success_a_person_may_still_overrule_keeps_its_next_candidates(labelle
     import ray
 
     from sarl_dist.core.replay import ReplayBuffer
-    from sarl_dist.robot.operator import relabel
+    from sarl_dist.runtime.attended import relabel
 
     cfg = tiny_config("method=oracle")
     worker, vlm = _worker(cfg, f"labelled-{labelled}")
@@ -130,7 +134,7 @@ def test_a_success_a_person_may_still_overrule_keeps_its_next_candidates(labelle
         if s["success"]
     )
     assert batch.done[-1] == 1.0 and batch.next_mask[-1].any() == labelled
-    failed = relabel(batch, success=False, bootstrap_on_timeout=True)  # the person says no
+    failed = relabel(batch, False, worker.env.spec)  # the person says no
     replay = ReplayBuffer(64, cfg.cache.capacity)
     if labelled:
         replay.add(failed)  # it bootstraps from the candidates its worker kept
@@ -139,3 +143,28 @@ def test_a_success_a_person_may_still_overrule_keeps_its_next_candidates(labelle
         with pytest.raises(ValueError, match="not terminal but offer no next candidates"):
             replay.add(failed)
     ray.kill(vlm)
+
+
+def test_a_new_baseline_is_one_class_and_one_registry_line(monkeypatch, tmp_path):
+    """Nothing else in the code asks which method runs: a registered class is chosen by the
+    config, validated, and run by the same workers and rollout loop."""
+    from sarl_dist.config import ConfigError
+    from sarl_dist.core.prompt_cache import RESET_ID
+    from sarl_dist.methods import METHODS, Method
+    from sarl_dist.runtime.driver import run_training
+    from sarl_dist.runtime.rundir import RunDir
+
+    class AlwaysHome(Method):  # a baseline: go home at every decision
+        def choose(self, q, candidates, greedy, rng):
+            return RESET_ID
+
+    with pytest.raises(ConfigError, match="unknown method 'always_home'"):
+        tiny_config("method=always_home")
+    monkeypatch.setitem(METHODS, "always_home", AlwaysHome)
+    cfg = tiny_config("method=always_home", "runtime.mode=local", "train.episodes=2",
+                      "eval.every=2", "eval.episodes=1")  # fmt: skip
+    run = RunDir.create(tmp_path / "run", cfg)
+    summary = run_training(cfg, run, show_progress=False)
+    assert summary["episodes"] == 2 and summary["updates"] == 0
+    episodes = run.read_jsonl("episodes.jsonl")
+    assert all(text == "reset to home" for e in episodes for _, text in e["prompts"])

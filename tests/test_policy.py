@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from sarl_dist.core.policy import greedy_choice, masked_softmax, softmax_choice, uniform_choice
+from sarl_dist.core.policy import masked_softmax
+from sarl_dist.methods import greedy_choice, softmax_choice, uniform_choice
 
 
 def test_softmax_never_selects_a_non_candidate():

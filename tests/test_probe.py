@@ -1,8 +1,8 @@
 import imageio
 import pytest
 
-from sarl_dist.envs.skill_chain import SKILLS, task_skills
 from sarl_dist.runtime.probe import probe
+from sarl_dist.skill_chain import SKILLS, task_skills
 from sarl_dist.testing import tiny_config
 
 

@@ -6,13 +6,13 @@ holds exactly their transitions; a prompt id means one text for the whole run.""
 import pytest
 
 from sarl_dist.core.prompt_cache import PromptCache
-from sarl_dist.envs.skill_chain import SkillChainVLA
 from sarl_dist.runtime.driver import RunError, describe, run_training
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.testing import free_ports, tiny_config
 from sarl_dist.vla import make_server_policy
 from sarl_dist.vla.base import VLAError
 from sarl_dist.vla.server import PolicyServer
+from sarl_dist.vla.skill_chain import SkillChainVLA
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

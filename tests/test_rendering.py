@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from sarl_dist.envs import make_env
-from sarl_dist.envs.libero import EnvError, resize
+from sarl_dist.envs.libero import EnvError
+from sarl_dist.observation import resize
 from sarl_dist.testing import tiny_config
 
 SEED, SIZE = 7, 96
@@ -60,7 +61,7 @@ def test_the_direct_render_shows_the_scene_and_other_threads_are_refused(referen
 
 def test_the_robot_server_and_the_robot_env_show_the_scene(reference, tmp_path):
     from sarl_dist.envs.robot import RobotEnv
-    from sarl_dist.robot.backends import SimRobot
+    from sarl_dist.envs.sim_robot import SimRobot
     from sarl_dist.robot.client import RobotClient
     from sarl_dist.robot.safety import Safety
     from sarl_dist.robot.server import RobotServer

@@ -10,7 +10,6 @@ import time
 import pytest
 import ray
 
-from sarl_dist.envs.skill_chain import SkillChainVLA
 from sarl_dist.runtime.driver import Driver
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vla_server import VLAServer, VLAServerError
@@ -18,6 +17,7 @@ from sarl_dist.testing import tiny_config
 from sarl_dist.vla.base import VLAError
 from sarl_dist.vla.client import VLAConnectionLostError, WebsocketVLA
 from sarl_dist.vla.server import PolicyServer
+from sarl_dist.vla.skill_chain import SkillChainVLA
 
 SERVE = [sys.executable, "-m", "sarl_dist.cli.main", "serve-vla", "--config", "{config}"]
 SERVE += ["--policy", "{policy}", "--port", "{port}"]
@@ -86,7 +86,7 @@ def test_killing_one_of_two_servers_mid_run_moves_its_workers_to_the_survivor(tm
         log = run.path / "episodes.jsonl"
         while not log.exists() or len(log.read_text().splitlines()) < 6:
             time.sleep(0.02)
-        victim = driver.vla_servers[0]
+        victim = driver.actors.vla_servers[0]
         killed["address"] = ray.get(victim.address.remote())
         killed["pid"] = ray.get(victim.pid.remote())
         ray.kill(victim)
@@ -94,8 +94,8 @@ def test_killing_one_of_two_servers_mid_run_moves_its_workers_to_the_survivor(tm
 
     try:
         driver.start(None)
-        addresses = [ray.get(s.address.remote()) for s in driver.vla_servers]
-        pids = [ray.get(s.pid.remote()) for s in driver.vla_servers]
+        addresses = [ray.get(s.address.remote()) for s in driver.actors.vla_servers]
+        pids = [ray.get(s.pid.remote()) for s in driver.actors.vla_servers]
         assert len(set(addresses)) == 2 and all(_alive(p) and p != os.getpid() for p in pids)
         killer = threading.Thread(target=kill_a_replica_mid_run, daemon=True)
         killer.start()

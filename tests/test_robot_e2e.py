@@ -31,7 +31,7 @@ DEMO_PROMPTS = [
 @pytest.fixture(scope="module")
 def robot():
     """The simulated robot: LIBERO behind the robot server, in this process."""
-    from sarl_dist.robot.backends import SimRobot
+    from sarl_dist.envs.sim_robot import SimRobot
     from sarl_dist.robot.safety import Safety
     from sarl_dist.robot.server import RobotServer
 
@@ -221,7 +221,7 @@ def test_typed_ahead_keys_and_robot_server_restarts(tmp_path):
     """A "y" typed mid-episode and an extra Enter after a label answer nothing and move
     nothing; the robot server restarted while the trainer waits at a reset prompt, and
     again while an episode runs: the run goes on, and every episode is logged once."""
-    from sarl_dist.robot.backends import SimRobot
+    from sarl_dist.envs.sim_robot import SimRobot
     from sarl_dist.robot.safety import Safety
     from sarl_dist.robot.server import RobotServer
 

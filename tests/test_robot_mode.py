@@ -12,8 +12,9 @@ import pytest
 
 from sarl_dist.config import ConfigError
 from sarl_dist.core.demos import DEMO_EPISODE, DemoError, load_demos, save_demo
+from sarl_dist.core.interfaces import EnvSpec
 from sarl_dist.core.prompt_cache import RESET_ID
-from sarl_dist.robot.operator import Operator, OperatorQuitError, relabel
+from sarl_dist.runtime.attended import Operator, OperatorQuitError, relabel
 from sarl_dist.testing import Person, make_batch, run_sarl, tiny_config, write_demos
 
 ROBOT = ("env.kind=robot", "env.task=put the carrot on the plate", "runtime.num_workers=1")
@@ -111,11 +112,12 @@ def test_a_closed_terminal_stops_the_run_instead_of_hanging():
 def test_the_label_decides_the_final_reward_and_termination():
     # Three decisions; the worker saw no success (rewards 0, cap not terminal).
     batch = make_batch([1, 2, 3], [2, 3, 2], [0, 0, 0], [0, 0, 0], [2, 3, 4], [[2, 3]] * 3, 8)
-    yes = relabel(batch, True, bootstrap_on_timeout=True)
+    bootstraps, terminates = EnvSpec("t", 3, 1, 7), EnvSpec("t", 3, 1, 7, bootstrap_truncated=False)
+    yes = relabel(batch, True, bootstraps)
     assert yes.reward.tolist() == [0, 0, 1] and yes.done.tolist() == [0, 0, 1]
-    no = relabel(yes, False, bootstrap_on_timeout=True)
+    no = relabel(yes, False, bootstraps)
     assert no.reward.tolist() == [0, 0, 0] and no.done.tolist() == [0, 0, 0]
-    assert relabel(yes, False, bootstrap_on_timeout=False).done.tolist() == [0, 0, 1]
+    assert relabel(yes, False, terminates).done.tolist() == [0, 0, 1]
     assert batch.reward.tolist() == [0, 0, 0]  # the worker's batch is left as it was
 
 
@@ -202,9 +204,9 @@ def test_homing_is_recorded_even_when_the_robot_homes_on_its_own_side():
 
 def test_an_episode_that_did_not_move_is_not_asked_about():
     from sarl_dist.robot.backends import load_backend
-    from sarl_dist.robot.operator import Attended
     from sarl_dist.robot.safety import Safety
     from sarl_dist.robot.server import RobotServer
+    from sarl_dist.runtime.attended import Attended
 
     cfg = tiny_config()
     arm = load_backend("sarl_dist.testing:fake_gym_arm", cfg.env)

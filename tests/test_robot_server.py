@@ -17,7 +17,8 @@ from websockets.sync.client import connect
 
 from sarl_dist.cli.main import app
 from sarl_dist.config import RobotSafetyConfig
-from sarl_dist.robot.backends import BackendError, GymRobot, SimRobot, load_backend
+from sarl_dist.envs.sim_robot import SimRobot
+from sarl_dist.robot.backends import BackendError, GymRobot, load_backend
 from sarl_dist.robot.client import RobotClient, RobotConnectionLostError, RobotError
 from sarl_dist.robot.safety import Safety
 from sarl_dist.robot.server import RobotServer

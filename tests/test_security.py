@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from sarl_dist.envs.skill_chain import SkillChainVLA
 from sarl_dist.testing import free_ports, tiny_config, wait_healthy
 from sarl_dist.vla import api_key
 from sarl_dist.vla.base import VLAError
 from sarl_dist.vla.client import WebsocketVLA
 from sarl_dist.vla.server import PolicyServer
+from sarl_dist.vla.skill_chain import SkillChainVLA
 
 KEY, WRONG = "planted-server-key-41c9", "planted-wrong-key-77e0"
 

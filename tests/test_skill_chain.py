@@ -8,16 +8,12 @@ import pytest
 
 from sarl_dist.config import ConfigError
 from sarl_dist.envs import env_spec, make_env
-from sarl_dist.envs.skill_chain import (
-    NUM_SKILLS,
-    SKILLS,
-    SkillChainProposer,
-    SkillChainVLA,
-    decode_stage,
-)
+from sarl_dist.skill_chain import NUM_SKILLS, SKILLS, decode_stage
 from sarl_dist.testing import tiny_config
 from sarl_dist.vla.base import ChunkedVLA, VLAError
+from sarl_dist.vla.skill_chain import SkillChainVLA
 from sarl_dist.vlm.base import ProposalRequest
+from sarl_dist.vlm.skill_chain import SkillChainProposer
 
 
 def _rollout(env, vla, pick, episodes=200, seed=0):
@@ -31,7 +27,7 @@ def _rollout(env, vla, pick, episodes=200, seed=0):
             cands = proposer.propose(ProposalRequest(env.spec.task, obs.scene, (), False, 4))
             prompt = pick(env, cands, rng)
             result = env.run_reset() if prompt is None else env.run_prompt(prompt, vla)
-            if result.success:
+            if result.terminated:
                 wins += 1
                 break
     return wins / episodes
@@ -80,7 +76,7 @@ def test_vla_grounding_known_paraphrased_and_unfamiliar():
     other = SkillChainVLA(cfg, seed=99)
     assert [other.ground(p) for p in UNFAMILIAR] == groundings
     code = (
-        "import json, sys; from sarl_dist.envs.skill_chain import SkillChainVLA; "
+        "import json, sys; from sarl_dist.vla.skill_chain import SkillChainVLA; "
         "from sarl_dist.testing import tiny_config; "
         "v = SkillChainVLA(tiny_config().env.skill_chain, seed=5); "
         "print(json.dumps([v.ground(p)[0] for p in json.loads(sys.argv[1])]))"

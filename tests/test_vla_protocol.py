@@ -11,12 +11,13 @@ from openpi_client import msgpack_numpy
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from websockets.asyncio.server import serve
 
-from sarl_dist.envs.skill_chain import NUM_SKILLS, SkillChainVLA
+from sarl_dist.skill_chain import NUM_SKILLS
 from sarl_dist.testing import tiny_config
 from sarl_dist.vla import make_server_policy, make_vla
 from sarl_dist.vla.base import ChunkedVLA, VLAError
 from sarl_dist.vla.client import WebsocketVLA, metadata_check
 from sarl_dist.vla.server import PolicyServer
+from sarl_dist.vla.skill_chain import SkillChainVLA
 from sarl_dist.wire import MsgpackServer
 
 OBS = {"observation/state": np.zeros(8, np.float32), "prompt": "open the drawer"}

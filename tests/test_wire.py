@@ -20,11 +20,11 @@ from websockets.asyncio.server import serve
 from websockets.sync.client import connect
 
 from sarl_dist import wire
-from sarl_dist.envs.skill_chain import NUM_SKILLS
 from sarl_dist.robot.backends import load_backend
 from sarl_dist.robot.client import RobotClient, RobotError
 from sarl_dist.robot.safety import Safety
 from sarl_dist.robot.server import RobotServer
+from sarl_dist.skill_chain import NUM_SKILLS
 from sarl_dist.testing import free_ports, tiny_config, wait_healthy
 from sarl_dist.vla import make_server_policy
 from sarl_dist.vla.base import VLAError

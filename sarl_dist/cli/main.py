@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -69,42 +70,18 @@ def train(
     ] = None,
 ) -> None:
     """Train (or evaluate a baseline) and write a run directory."""
-    from sarl_dist.robot.client import RobotError
     from sarl_dist.runtime.checkpoint import CheckpointError
-    from sarl_dist.runtime.driver import RunError, os_error, run_training
-    from sarl_dist.runtime.rundir import RunDir
-    from sarl_dist.vlm.base import VLMUnusableError
+    from sarl_dist.runtime.driver import RunError, run_training
 
     _log_warnings()
     if extend_to is not None and resume is None:
         _fail("--extend-to continues a run: give --resume DIR")
-    run = None
-    try:
-        if resume is not None:
-            cfg = load_config(config, set_ or []) if config or set_ else None
-            run = RunDir.open(resume, cfg)
-            if extend_to is not None:
-                run.extend(extend_to)
-            cfg = run.cfg
-            _preflight(cfg)
-        else:
-            if config is None:
-                _fail("give a CONFIG file (or --resume DIR)")
-            cfg = load_config(config, set_ or [])
-            _preflight(cfg)
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            out = out or Path("runs") / f"{cfg.env.kind}-{cfg.method}-s{cfg.seed}-{stamp}"
-            run = RunDir.create(out, cfg)
-    except (ValueError, RobotError, VLMUnusableError, OSError) as exc:
-        if run is not None:
-            run.close()  # the run directory is free again
-        if isinstance(exc, OSError):  # an unwritable --out, a read-only file system
-            _fail(os_error(exc), code=1)
-        # ConfigError, an unset key variable, a run in use: exit 2; the rest are not usage
-        _fail(str(exc), code=2 if isinstance(exc, ValueError) else 1)
+    if config is None and resume is None:
+        _fail("give a CONFIG file (or --resume DIR)")
+    run = _open_run(config, set_ or [], out, resume, extend_to)
     try:
         summary = run_training(
-            cfg,
+            run.cfg,
             run,
             address=address,
             resume=resume is not None,
@@ -123,6 +100,44 @@ def train(
         typer.echo(f"{summary['interrupted']}; continue with: sarl train --resume {run.path}")
     else:
         typer.echo(f"run directory: {run.path}")
+
+
+def _open_run(
+    config: Path | None,
+    sets: list[str],
+    out: Path | None,
+    resume: Path | None,
+    extend_to: int | None,
+):
+    """The run directory `sarl train` drives (created, or resumed), its config checked and
+    everything a run needs before it starts present; a refusal is one line and an exit
+    code (2: a usage error, 1: the world refused)."""
+    from sarl_dist.robot.client import RobotError
+    from sarl_dist.runtime.driver import os_error
+    from sarl_dist.runtime.rundir import RunDir
+    from sarl_dist.vlm.base import VLMUnusableError
+
+    run = None
+    try:
+        if resume is not None:
+            run = RunDir.open(resume, load_config(config, sets) if config or sets else None)
+            if extend_to is not None:
+                run.extend(extend_to)
+            _preflight(run.cfg)
+            return run
+        cfg = load_config(config, sets)
+        _preflight(cfg)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return RunDir.create(
+            out or Path("runs") / f"{cfg.env.kind}-{cfg.method}-s{cfg.seed}-{stamp}", cfg
+        )
+    except (ValueError, RobotError, VLMUnusableError, OSError) as exc:
+        if run is not None:
+            run.close()  # the run directory is free again
+        if isinstance(exc, OSError):  # an unwritable --out, a read-only file system
+            _fail(os_error(exc), code=1)
+        # ConfigError, an unset key variable, a run in use: exit 2; the rest are not usage
+        _fail(str(exc), code=2 if isinstance(exc, ValueError) else 1)
 
 
 @app.command()
@@ -194,7 +209,11 @@ def serve_vla(
 @app.command("robot-server")
 def robot_server(
     backend: Annotated[
-        str, typer.Option(help="libero (a simulated arm) or module:factory (your arm).")
+        str,
+        typer.Option(
+            help="libero (a simulated arm) or module:factory (your arm; importable from the "
+            "current directory or the Python path)."
+        ),
     ],
     config: Annotated[
         Path | None, typer.Option(help="Config whose env.robot.safety (and env.libero) to use.")
@@ -222,6 +241,8 @@ def robot_server(
         env_cfg = cfg.env
         if backend == "libero":
             env_cfg = cfg.env.model_copy(update={"kind": "libero", "task": task})
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # `module:factory` from here too, as with python -m
         robot = load_backend(backend, env_cfg)
     except (ConfigError, ValueError, BackendError) as exc:
         _fail(str(exc))
@@ -291,23 +312,15 @@ def propose(
     except ProposalError as exc:
         _fail(str(exc), code=1)
     section = getattr(cfg.vlm, backend, None)
-    frozen, candidates, rejected = prompts.frozen, [], answer.rejected
-    for text in answer.prompts:  # ids as a run's VLMService would give them
-        try:
-            pid = prompts.add(text)
-        except (TypeError, ValueError):
-            pid = None
-        if pid is None:
-            rejected += 1
-        else:
-            candidates.append({"id": pid, "prompt": prompts.text(pid)})
+    frozen = prompts.frozen
+    ids, refused = prompts.admit(answer.prompts)  # ids as a run's VLMService gives them
     out = {
         "backend": backend,
         "model": section.model if section is not None else None,
         "frozen_cache": frozen,
-        "candidates": candidates,
+        "candidates": [{"id": i, "prompt": prompts.text(i)} for i in ids],
         "repaired": answer.repaired,
-        "rejected": rejected,
+        "rejected": answer.rejected + len(refused),
         "tokens_in": answer.tokens_in,
         "tokens_out": answer.tokens_out,
         "seconds": round(time.perf_counter() - start, 3),

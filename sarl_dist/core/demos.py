@@ -22,8 +22,8 @@ import numpy as np
 
 from sarl_dist.config import ConfigError
 from sarl_dist.core.prompt_cache import RESET_ID
-from sarl_dist.core.qnet import IMAGE_SIZE
 from sarl_dist.core.replay import Batch
+from sarl_dist.observation import IMAGE_SIZE, proprio, resize
 
 DEMO_EPISODE = -1_000_000  # demonstration k is committed as episode DEMO_EPISODE - k
 
@@ -41,9 +41,6 @@ class Demo:
     success: bool
 
     def batch(self, prompt_ids: dict[str, int], num_prompts: int) -> Batch:
-        from sarl_dist.envs.libero import resize
-        from sarl_dist.envs.robot import proprio
-
         images = np.stack([resize(im, IMAGE_SIZE) for im in self.images])
         states = np.stack([proprio(s) for s in self.proprio])
         ids = np.asarray([prompt_ids[p] for p in self.prompts], np.int64)

@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
-RESET_PROMPT = "reset to home"
+from sarl_dist.prompt_text import (  # noqa: F401 - the cache's vocabulary, used from here too
+    MAX_PROMPT_CHARS,
+    RESET_PROMPT,
+    clean_prompt,
+    normalize_prompt,
+)
+
 RESET_ID = 0
-MAX_PROMPT_CHARS = 512
-
-_SPACE = re.compile(r"\s+")
-_TRAILING = ".,;:!?"
-
-
-def normalize_prompt(text: str) -> str:
-    """The de-duplication key: case, inner whitespace and trailing punctuation do not count."""
-    return _SPACE.sub(" ", text).strip().rstrip(_TRAILING).strip().lower()
-
-
-def clean_prompt(text: str) -> str:
-    """The text kept for a new slot (and sent to the VLA): whitespace tidied, case kept."""
-    if not isinstance(text, str):
-        raise TypeError(f"a prompt must be a string, not {type(text).__name__}")
-    cleaned = _SPACE.sub(" ", text).strip()
-    if not normalize_prompt(cleaned):
-        raise ValueError("a prompt must contain words, got an empty one")
-    if len(cleaned) > MAX_PROMPT_CHARS:
-        raise ValueError(f"a prompt is at most {MAX_PROMPT_CHARS} characters, got {len(cleaned)}")
-    return cleaned
 
 
 class PromptCache:
@@ -79,6 +63,23 @@ class PromptCache:
         self._ids[key] = len(self._texts)
         self._texts.append(cleaned)
         return self._ids[key]
+
+    def admit(self, texts: Iterable[str]) -> tuple[list[int], list[str]]:
+        """A proposer's answer as ids: each distinct prompt once, in order, entered if new;
+        and the reasons of the ones refused (unusable text, or new to a frozen cache)."""
+        ids: list[int] = []
+        refused: list[str] = []
+        for text in texts:
+            try:
+                pid = self.add(text)
+            except (TypeError, ValueError) as exc:
+                refused.append(str(exc))
+                continue
+            if pid is None:
+                refused.append(f"{str(text)[:80]!r} is not in the frozen cache")
+            elif pid not in ids:
+                ids.append(pid)
+        return ids, refused
 
     def digest(self) -> str:
         """Identifies the cache's contents (part of a proposal's cache key)."""

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-IMAGE_SIZE = 64
-PROPRIO_DIM = 8
+from sarl_dist.observation import PROPRIO_DIM
 
 
 class EnsembleLinear(nn.Module):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sarl_dist.core.qnet import IMAGE_SIZE, PROPRIO_DIM
+from sarl_dist.observation import IMAGE_SIZE, PROPRIO_DIM
 
 
 @dataclass

@@ -1,61 +1,39 @@
-"""Environments behind one interface (envs.base.Env), built from the config."""
+"""Environments behind one interface (envs.base.Env), registered in one place.
+
+A kind of environment is one module and one line in ENVIRONMENTS. Its module defines
+`make(cfg: EnvConfig) -> Env`, `spec(cfg: EnvConfig) -> EnvSpec` (the task and its
+horizons, without starting a simulator; it validates the task) and
+`atomic_prompts(cfg: EnvConfig) -> tuple[str, ...]` (the task's atomic prompt sequence:
+the test bed's upper bound, the `oracle` method). Modules load on first use, so a run
+imports only its own simulator.
+"""
 
 from __future__ import annotations
 
-from sarl_dist.config import Config, ConfigError
+import importlib
+from types import ModuleType
+
+from sarl_dist.config import Config
 from sarl_dist.envs.base import Env, EnvSpec
+
+ENVIRONMENTS = {
+    "skill_chain": "sarl_dist.envs.skill_chain",
+    "libero": "sarl_dist.envs.libero",
+    "robot": "sarl_dist.envs.robot",
+}
+
+
+def _module(cfg: Config) -> ModuleType:
+    return importlib.import_module(ENVIRONMENTS[cfg.env.kind])
 
 
 def make_env(cfg: Config) -> Env:
-    if cfg.env.kind == "skill_chain":
-        from sarl_dist.envs.skill_chain import SkillChainEnv
-
-        return SkillChainEnv(cfg.env)
-    if cfg.env.kind == "libero":
-        from sarl_dist.envs.libero import LiberoEnv
-
-        return LiberoEnv(cfg.env)
-    if cfg.env.kind == "robot":
-        from sarl_dist.envs.robot import RobotEnv
-
-        return RobotEnv(cfg.env)
-    raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")
+    return _module(cfg).make(cfg.env)
 
 
 def env_spec(cfg: Config) -> EnvSpec:
-    """The task and its horizons, without starting a simulator (validates the task name)."""
-    if cfg.env.kind == "skill_chain":
-        from sarl_dist.envs.skill_chain import spec
-
-        try:
-            return spec(cfg.env)
-        except ValueError as exc:
-            raise ConfigError(f"env.task: {exc}") from None
-    if cfg.env.kind == "libero":
-        from sarl_dist.envs.libero import spec as libero_spec
-
-        return libero_spec(cfg.env)
-    if cfg.env.kind == "robot":
-        from sarl_dist.envs.robot import spec as robot_spec
-
-        return robot_spec(cfg.env)
-    raise ValueError(f"env.kind: unknown environment {cfg.env.kind!r}")
+    return _module(cfg).spec(cfg.env)
 
 
-def oracle_prompts(cfg: Config) -> tuple[str, ...]:
-    """The task's atomic prompt sequence: the test bed's upper bound (method `oracle`).
-
-    LIBERO-10's sequences are `envs.libero.ORACLE_PROMPTS`; any other LIBERO task is a
-    single LIBERO-90-style instruction already; the skill chain's are its canonical steps.
-    """
-    task = env_spec(cfg).task
-    if cfg.env.kind == "skill_chain":
-        from sarl_dist.envs.skill_chain import SKILLS, resolve_task, task_skills
-
-        stages = cfg.env.skill_chain.stages
-        return tuple(
-            SKILLS[s].name for s in task_skills(resolve_task(cfg.env.task, stages), stages)
-        )
-    from sarl_dist.envs.libero import ORACLE_PROMPTS
-
-    return ORACLE_PROMPTS.get(task, (task,))
+def atomic_prompts(cfg: Config) -> tuple[str, ...]:
+    return _module(cfg).atomic_prompts(cfg.env)

@@ -7,41 +7,15 @@ sees low-level actions, so the same worker code runs any environment.
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sarl_dist.vla.base import ChunkedVLA
+from sarl_dist.core.interfaces import ActionSource, EnvSpec, Observation, StepResult
+from sarl_dist.core.rollout import run_prompt, run_reset
 
-
-@dataclass(frozen=True)
-class EnvSpec:
-    task: str  # the task sentence (what the VLM is told; the zero-shot prompt)
-    max_decisions: int  # H: semantic decisions per episode
-    decision_steps: int  # low-level steps per semantic decision
-    action_dim: int  # width of one low-level VLA action
-    # A person's label at the end decides success (a robot): a success the environment
-    # reports during the episode may still be labelled a failure.
-    labelled: bool = False
-
-
-@dataclass
-class Observation:
-    image: np.ndarray  # (64, 64, 3) uint8 for the Q-ensemble
-    proprio: np.ndarray  # (8,) float32
-    scene: np.ndarray  # what the VLM looks at (agentview, any size), uint8
-
-
-@dataclass
-class ActionResult:
-    steps: int  # low-level steps taken
-    success: bool
-    env_seconds: float  # physics and observation building
-    vla_seconds: float  # inside the VLA policy
-    truncated: bool = False  # the episode must end here (a robot stopped or ran out of time)
+__all__ = ["Env", "EnvSpec", "Observation", "StepResult"]
 
 
 class Env(ABC):
@@ -84,28 +58,10 @@ class Env(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release simulator or robot resources."""
 
-    def run_prompt(self, prompt: str, vla: ChunkedVLA) -> ActionResult:
-        """One semantic action: the VLA under `prompt` for the decision interval, or to success."""
-        start, vla_before = time.perf_counter(), vla.infer_seconds
-        vla.reset()
-        steps = 0
-        success = self.success()
-        while steps < self.spec.decision_steps and not success and not self.truncated():
-            self.step(vla.next_action(lambda: self.vla_observation(prompt)))
-            steps += 1
-            success = self.success()
-        vla_seconds = vla.infer_seconds - vla_before
-        return ActionResult(
-            steps,
-            success,
-            time.perf_counter() - start - vla_seconds,
-            vla_seconds,
-            self.truncated(),
-        )
+    def run_prompt(self, prompt: str, vla: ActionSource) -> StepResult:
+        """One semantic step under `prompt` (core.rollout.run_prompt), for scripts and probes."""
+        return run_prompt(self, prompt, vla)
 
-    def run_reset(self) -> ActionResult:
-        start = time.perf_counter()
-        steps = self.reset_to_home(self.spec.decision_steps)
-        return ActionResult(
-            steps, self.success(), time.perf_counter() - start, 0.0, self.truncated()
-        )
+    def run_reset(self) -> StepResult:
+        """Reset-to-home as a semantic step (core.rollout.run_reset)."""
+        return run_reset(self)

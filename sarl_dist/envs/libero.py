@@ -27,6 +27,7 @@ import numpy as np
 from sarl_dist.config import ConfigError, EnvConfig
 from sarl_dist.envs.base import Env, EnvSpec, Observation
 from sarl_dist.envs.rendering import configure_rendering
+from sarl_dist.observation import resize, resize_with_pad, rotate_180
 from sarl_dist.vla.geometry import quat_to_axis_angle
 
 NOOP = np.array([0.0] * 6 + [-1.0], dtype=np.float32)
@@ -179,28 +180,24 @@ def libero90_instructions() -> dict[str, frozenset[str]]:
 def spec(cfg: EnvConfig, suite=None) -> EnvSpec:
     suite = suite if suite is not None else _suite(cfg)
     task = suite.get_task(resolve_task(suite, cfg.task))
-    return EnvSpec(task.language, cfg.max_decisions, cfg.decision_steps, ACTION_DIM)
+    return EnvSpec(
+        task.language,
+        cfg.max_decisions,
+        cfg.decision_steps,
+        ACTION_DIM,
+        bootstrap_truncated=cfg.bootstrap_truncated,
+    )
 
 
-def rotate_180(image: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(image[::-1, ::-1])
+def make(cfg: EnvConfig) -> LiberoEnv:
+    return LiberoEnv(cfg)
 
 
-def resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
-    import cv2
-
-    return cv2.resize(image, (width or height, height), interpolation=cv2.INTER_AREA)
-
-
-def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
-    """openpi's resize_with_pad: keep the aspect ratio, pad with black to size x size."""
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    out = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
-    out[top : top + nh, left : left + nw] = resize(image, nh, nw)
-    return out
+def atomic_prompts(cfg: EnvConfig) -> tuple[str, ...]:
+    """LIBERO-10's sequences are ORACLE_PROMPTS; any other LIBERO task is a single
+    LIBERO-90-style instruction already."""
+    task = spec(cfg).task
+    return ORACLE_PROMPTS.get(task, (task,))
 
 
 class LiberoEnv(Env):

@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from sarl_dist.config import EnvConfig
-from sarl_dist.core.qnet import IMAGE_SIZE, PROPRIO_DIM
 from sarl_dist.envs.base import Env, EnvSpec, Observation
-from sarl_dist.envs.libero import resize, resize_with_pad
+from sarl_dist.observation import IMAGE_SIZE, proprio, resize, resize_with_pad
 from sarl_dist.wire import api_key_from_env
 
 MAX_LOGGED_EVENTS = 20  # clip events kept verbatim per episode (all are counted)
@@ -34,7 +33,16 @@ def spec(cfg: EnvConfig) -> EnvSpec:
         decision_steps=cfg.decision_steps,
         action_dim=cfg.robot.action_dim,
         labelled=cfg.robot.ask_labels,
+        bootstrap_truncated=cfg.bootstrap_truncated,
     )
+
+
+def make(cfg: EnvConfig) -> RobotEnv:
+    return RobotEnv(cfg)
+
+
+def atomic_prompts(cfg: EnvConfig) -> tuple[str, ...]:
+    raise ValueError("a robot's task has no known atomic prompt sequence")
 
 
 def robot_client(
@@ -63,14 +71,6 @@ def load_classifier(path: str) -> Callable[[dict[str, Any]], float]:
     if not callable(fn):
         raise ValueError(f"env.robot.reward_classifier: {path!r} is not callable")
     return fn
-
-
-def proprio(state: np.ndarray) -> np.ndarray:
-    """The Q-ensemble's 8-d proprioception: the robot's state, cut or zero-padded."""
-    out = np.zeros(PROPRIO_DIM, np.float32)
-    state = np.asarray(state, np.float32).ravel()[:PROPRIO_DIM]
-    out[: len(state)] = state
-    return out
 
 
 class RobotEnv(Env):

@@ -35,8 +35,8 @@ from rich.live import Live
 from rich.table import Table
 
 from sarl_dist.config import Config, ConfigError, load_config, read_yaml
-from sarl_dist.runtime.driver import cpus_needed
-from sarl_dist.runtime.rundir import read_jsonl
+from sarl_dist.jsonl import read_jsonl
+from sarl_dist.runtime.actors import cpus_needed
 
 POLL_SECONDS = 2.0
 

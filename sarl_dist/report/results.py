@@ -22,8 +22,8 @@ import yaml
 
 from sarl_dist.config import build_config
 from sarl_dist.envs import env_spec
+from sarl_dist.jsonl import read_jsonl
 from sarl_dist.report.plots import plot_comparison
-from sarl_dist.runtime.rundir import read_jsonl
 
 METHOD_ORDER = ("sarl", "vlm_only", "random", "zero_shot", "oracle")
 

@@ -1,9 +1,10 @@
-"""The arm behind the robot server: what it needs from any robot, and two that exist.
+"""The arm behind the robot server: what it needs from any robot, and how one is named.
 
-`SimRobot` puts LIBERO (MuJoCo) where the hardware would be, so the whole real-robot
-path (server, safety, client, the learner's robot environment) runs and is tested
-without one. `GymRobot` wraps any gym-style env, e.g. Bridge's widowx_envs on a WidowX;
-anything else implements `RobotBackend` directly and is named as `module:factory`.
+`GymRobot` wraps any gym-style env, e.g. Bridge's widowx_envs on a WidowX; anything else
+implements `RobotBackend` directly and is named as `module:factory`. `libero` names the
+simulated robot (sarl_dist/envs/sim_robot.py: LIBERO where the hardware would be), which
+lives with the environments and is loaded by name, so a robot PC's install of this
+package needs neither LIBERO nor the learner's dependencies.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 
 from sarl_dist.config import EnvConfig
 
+# Backends known by a short name: `--backend libero` is LIBERO standing in for the arm.
+BUILT_IN = {"libero": "sarl_dist.envs.sim_robot:SimRobot"}
 # The observation keys a gym-style env returned by a `module:factory` is read with.
 GYM_IMAGES = {"primary": "image", "wrist": "wrist_image"}
 GYM_STATE_KEY = "state"
@@ -61,67 +64,6 @@ class RobotBackend(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
-
-
-class SimRobot(RobotBackend):
-    """A LIBERO scene as the robot: env_cfg.task is a task index of env_cfg.libero.suite.
-
-    The scene lives on a thread of its own (GLThread): the server calls the robot from its
-    own threads, and the cameras render only in the thread that built the scene."""
-
-    action_dim = 7
-    cameras = ("primary", "wrist")
-    state_dim = 8
-
-    def __init__(self, env_cfg: EnvConfig) -> None:
-        from sarl_dist.envs.libero import LiberoEnv
-        from sarl_dist.envs.rendering import GLThread
-
-        self._gl = GLThread("libero-robot")
-        self.env = self._gl.call(LiberoEnv, env_cfg)
-        self.lcfg = env_cfg.libero
-        self.name = f"libero:{self.lcfg.suite}/{env_cfg.task}"
-        self.stops = 0  # nothing moves between steps in a simulator: stop is only counted
-
-    def _observe(self) -> dict[str, Any]:
-        from sarl_dist.envs.libero import rotate_180
-
-        size = self.lcfg.camera_size
-        state = self.env.state()
-        extra: dict[str, Any] = {"sim_success": self.env.success()}
-        if self.lcfg.privileged:
-            extra["privileged"] = self.env.privileged()
-        return {
-            "images": {
-                "primary": rotate_180(self.env.render("agentview", size)),
-                "wrist": rotate_180(self.env.render("robot0_eye_in_hand", size)),
-            },
-            "state": state,
-            "eef_pos": state[:3].copy(),
-            "extra": extra,
-        }
-
-    def observe(self) -> dict[str, Any]:
-        return self._gl.call(self._observe)
-
-    def eef_pos(self) -> np.ndarray:
-        return self._gl.call(self.env.state)[:3]
-
-    def apply(self, action: np.ndarray) -> None:
-        self._gl.call(self.env.step, action)
-
-    def begin_episode(self, seed: int) -> None:
-        self._gl.call(self.env.reset, seed)
-
-    def home(self, max_steps: int) -> int:
-        return self._gl.call(self.env.reset_to_home, max_steps)
-
-    def stop(self) -> None:
-        self.stops += 1
-
-    def close(self) -> None:
-        self._gl.call(self.env.close)
-        self._gl.close()
 
 
 def _observation(out: Any) -> dict[str, Any]:
@@ -207,14 +149,13 @@ class GymRobot(RobotBackend):
 
 
 def load_backend(spec: str, env_cfg: EnvConfig) -> RobotBackend:
-    """The backend `spec` names: `libero` (SimRobot) or `module:factory`, where
+    """The backend `spec` names: a BUILT_IN name (`libero`) or `module:factory`, where
     `factory(env_cfg)` returns a RobotBackend or a gym-style env. A gym-style env is read
     as GymRobot(env, GYM_IMAGES, GYM_STATE_KEY): cameras "primary" and "wrist" from
     obs["image"] and obs["wrist_image"], the state from obs["state"], the end-effector
     position its first three values."""
     try:
-        if spec == "libero":
-            return SimRobot(env_cfg)
+        spec = BUILT_IN.get(spec, spec)
         module, sep, attr = spec.partition(":")
         if not (sep and module and attr):
             raise ValueError("expected 'libero' or 'module:factory'")

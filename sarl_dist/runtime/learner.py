@@ -34,6 +34,7 @@ from sarl_dist.core.agent import SARLAgent
 from sarl_dist.core.qnet import weights_to_numpy
 from sarl_dist.core.replay import Batch, ReplayBuffer
 from sarl_dist.runtime import checkpoint as ckpt
+from sarl_dist.runtime import compute
 from sarl_dist.runtime.episode_log import EpisodeLog
 from sarl_dist.runtime.faults import Faults, restarted
 from sarl_dist.runtime.metrics import RunMetrics
@@ -190,7 +191,7 @@ class Learner:
             with self._model_lock:
                 weights, updates = weights_to_numpy(self.agent.q), self.agent.updates
             self._version += 1
-            self._published = (self._version, updates, ray.put(weights))
+            self._published = (self._version, updates, compute.put(weights))
 
     def _train_loop(self) -> None:
         lcfg = self.cfg.learner

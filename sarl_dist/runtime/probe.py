@@ -10,17 +10,19 @@ writes one MP4 per episode of the agentview camera with the active prompt drawn 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from sarl_dist.config import Config
-from sarl_dist.core.prompt_cache import RESET_PROMPT, normalize_prompt
+from sarl_dist.core.prompt_cache import PromptCache
+from sarl_dist.core.rollout import Episode, Parts, run_episode
 from sarl_dist.envs import make_env
+from sarl_dist.methods import FirstCandidate
 from sarl_dist.report.video import Recorder
 from sarl_dist.runtime.vla_server import VLAServer
+from sarl_dist.runtime.worker import PlanCandidates
 from sarl_dist.vla import make_vla
 from sarl_dist.vla.base import ChunkedVLA
 
@@ -43,33 +45,32 @@ def probe(cfg: Config, prompts: list[str], episodes: int, video_dir: Path | None
         raise ValueError(
             f"{len(sequence)} prompts do not fit in env.max_decisions={env.spec.max_decisions}"
         )
+    cache = PromptCache(len(sequence) + 1)  # ids as a run gives them; "reset to home" is 0
+    plan = [cache.add(text) for text in sequence]
     results = []
     with vla_for(cfg, cfg.seed, env.spec.action_dim) as vla:
-        for episode in range(episodes):
-            start = time.perf_counter()
-            env.reset(episode, init_index=episode)  # LIBERO's i-th fixed init state
-            recorder = Recorder(env) if video_dir else contextlib.nullcontext()
-            with recorder:
-                used = 0
-                for prompt in sequence:
-                    if video_dir:
-                        recorder.prompt = prompt
-                    is_reset = normalize_prompt(prompt) == normalize_prompt(RESET_PROMPT)
-                    result = env.run_reset() if is_reset else env.run_prompt(prompt, vla)
-                    used += 1
-                    if result.success:
-                        break
-            if video_dir:
+        parts = Parts(
+            env,
+            vla,
+            FirstCandidate(cfg),
+            PlanCandidates(plan),
+            None,
+            dict(enumerate(cache.texts)),
+            cache.capacity,
+        )
+        for j in range(episodes):  # LIBERO's i-th fixed init state, seeded i
+            recorder = Recorder(env) if video_dir else None
+            summary, _ = run_episode(parts, Episode(-1 - j, j, True, len(sequence)), recorder)
+            if recorder is not None:
                 video_dir.mkdir(parents=True, exist_ok=True)
-                recorder.save(
-                    video_dir / f"episode{episode:03d}_{'ok' if env.success() else 'fail'}.mp4"
-                )
+                outcome = "ok" if summary["success"] else "fail"
+                recorder.save(video_dir / f"episode{j:03d}_{outcome}.mp4")
             results.append(
                 {
-                    "episode": episode,
-                    "success": env.success(),
-                    "decisions": used,
-                    "seconds": round(time.perf_counter() - start, 2),
+                    "episode": j,
+                    "success": summary["success"],
+                    "decisions": summary["decisions"],
+                    "seconds": round(summary["wall_seconds"], 2),
                 }
             )
     env.close()

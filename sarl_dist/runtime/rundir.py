@@ -37,6 +37,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from sarl_dist.config import Config, ConfigError, apply_overrides, build_config, dump_config
+from sarl_dist.jsonl import append_jsonl, read_jsonl
 from sarl_dist.report.plots import plot_learning_curve
 from sarl_dist.runtime.checkpoint import CheckpointError, write_atomic
 
@@ -74,13 +75,6 @@ def config_digest(cfg: Config) -> str:
 def config_changes(saved: Config, cfg: Config) -> list[str]:
     """The fields where `cfg` differs from `saved`, with both values."""
     return _diff(saved.model_dump(), cfg.model_dump())
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """A run's log (episodes.jsonl, evals.jsonl, ...): one record per line; none if absent."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class RunDir:
@@ -170,8 +164,7 @@ class RunDir:
         return directory
 
     def _append(self, name: str, record: dict) -> None:
-        with open(self.path / name, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path / name, [record])
 
     def log_episode(self, summary: dict) -> None:
         self._append("episodes.jsonl", summary)

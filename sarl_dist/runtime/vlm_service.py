@@ -30,7 +30,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import Counter, deque
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 
 from sarl_dist.config import Config
 from sarl_dist.core.prompt_cache import RESET_ID, PromptCache
+from sarl_dist.jsonl import append_jsonl, read_jsonl
 from sarl_dist.runtime.checkpoint import write_atomic
 from sarl_dist.runtime.faults import Faults, restarted
 from sarl_dist.runtime.metrics import RunMetrics
@@ -78,26 +78,11 @@ def response_key(request: ProposalRequest, backend: str) -> str:
 
 def load_responses(path: Path) -> list[dict]:
     """The answer store's entries; a line torn by a crash is skipped."""
-    if not path.exists():
-        return []
-    entries = []
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s: skipping a torn line", path)
-            continue
-        entries.append(entry)
-    return entries
+    return read_jsonl(path, torn_ok=True)
 
 
 def append_responses(path: Path, entries: list[dict]) -> None:
-    if entries:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write("".join(json.dumps(e) + "\n" for e in entries))
-            f.flush()
-            os.fsync(f.fileno())
+    append_jsonl(path, entries, durable=True)
 
 
 class VLMService:
@@ -236,17 +221,11 @@ class VLMService:
             order = request.scene_rng(self.cfg.seed).permutation(len(cached))
             prompts = tuple(cached[i] for i in order[: request.n])
         before = len(self.cache)
-        ids: list[int] = []
-        for text in prompts:
-            try:
-                pid = self.cache.add(text)
-            except (TypeError, ValueError) as exc:
-                log.warning("proposer answer rejected: %s", exc)
-                pid = None
-            if pid is None:
-                self.meters["rejected"] += 1
-            elif pid not in ids and pid != RESET_ID:
-                ids.append(pid)
+        admitted, refused = self.cache.admit(prompts)
+        for reason in refused:
+            log.warning("proposer answer rejected: %s", reason)
+        self.meters["rejected"] += len(refused)
+        ids = [pid for pid in admitted if pid != RESET_ID]
         if self.cfg.cache.include_reset or not ids:
             ids.append(RESET_ID)
         if len(self.cache) > before:

@@ -43,7 +43,7 @@ def make_vla(
     metadata must fit the run (action_dim, and an action_horizon of at least replan_steps,
     where the server announces them)."""
     if cfg.vla.kind == "skill_chain":
-        from sarl_dist.envs.skill_chain import SkillChainVLA
+        from sarl_dist.vla.skill_chain import SkillChainVLA
 
         policy: VLAPolicy = SkillChainVLA(cfg.env.skill_chain, seed=seed)
     else:
@@ -65,7 +65,8 @@ def make_vla(
 def make_server_policy(name: str, cfg: Config) -> tuple[VLAPolicy, dict[str, Any]]:
     """A policy for `sarl serve-vla`, with the metadata its server announces."""
     if name == "skill_chain":
-        from sarl_dist.envs.skill_chain import NUM_SKILLS, SkillChainVLA
+        from sarl_dist.skill_chain import NUM_SKILLS
+        from sarl_dist.vla.skill_chain import SkillChainVLA
 
         policy = SkillChainVLA(cfg.env.skill_chain, seed=cfg.seed)
         return policy, {"policy": name, "action_dim": NUM_SKILLS, "action_horizon": policy.horizon}

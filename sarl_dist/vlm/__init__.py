@@ -30,7 +30,7 @@ def make_proposer(cfg: Config) -> Proposer | RemoteProposer:
     """The configured backend; a remote one without its key fails here, with the variable named."""
     backend = cfg.vlm.backend
     if backend == "skill_chain":
-        from sarl_dist.envs.skill_chain import SkillChainProposer
+        from sarl_dist.vlm.skill_chain import SkillChainProposer
 
         return SkillChainProposer(cfg.env.skill_chain, seed=cfg.seed)
     if backend == "template":

@@ -31,12 +31,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-import ray
-
 from sarl_dist.config import Config
+from sarl_dist.core.interfaces import EnvSpec
 from sarl_dist.core.replay import Batch
+from sarl_dist.core.rollout import transition_done
+from sarl_dist.envs import env_spec
 from sarl_dist.envs.robot import robot_client
 from sarl_dist.robot.client import RobotConnectionLostError, RobotError
+from sarl_dist.runtime import compute
 
 RESET_KEY, SUCCESS_KEY, FAIL_KEY, CHANGE_KEY, QUIT_KEY = "r", "s", "f", "c", "q"
 POLL_SECONDS = 0.1
@@ -110,13 +112,17 @@ class Operator:
 
     def confirm_reset(self, what: str) -> float:
         """Block until the person types the reset key; returns when they did."""
-        line = self.ask(f"[{what}] reset the scene, then type {RESET_KEY} + Enter "
-                        f"({QUIT_KEY} + Enter stops the run)")  # fmt: skip
+        line = self.ask(
+            f"[{what}] reset the scene, then type {RESET_KEY} + Enter "
+            f"({QUIT_KEY} + Enter stops the run)"
+        )
         while line != RESET_KEY:
             if line == QUIT_KEY:
                 raise OperatorQuitError("the person stopped the run")
-            line = self.ask(f"[{what}] type {RESET_KEY} + Enter once the scene is reset, or "
-                            f"{QUIT_KEY} + Enter to stop")  # fmt: skip
+            line = self.ask(
+                f"[{what}] type {RESET_KEY} + Enter once the scene is reset, or "
+                f"{QUIT_KEY} + Enter to stop"
+            )
         self.say(f"[{what}] reset confirmed: the arm moves")
         return time.time()
 
@@ -161,12 +167,13 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
-def relabel(batch: Batch, success: bool, bootstrap_on_timeout: bool) -> Batch:
-    """The episode's transitions with its final reward from the person's label."""
+def relabel(batch: Batch, success: bool, spec: EnvSpec) -> Batch:
+    """The episode's transitions with its final reward from the person's label: a success
+    terminates; a failure is the episode cut short (the rollout's termination contract)."""
     reward, done = batch.reward.copy(), batch.done.copy()
     reward[:] = 0.0
     reward[-1] = float(success)
-    done[-1] = 1.0 if success or not bootstrap_on_timeout else 0.0
+    done[-1] = float(transition_done(success, not success, spec))
     return replace(batch, reward=reward, done=done)
 
 
@@ -200,6 +207,7 @@ class Attended:
 
     def __init__(self, cfg: Config, operator: Operator, log: Callable[[dict], None]) -> None:
         self.cfg, self.operator, self.log = cfg, operator, log
+        self.spec = env_spec(cfg)
         # Its own connection: stop and success marks must not queue behind a running step.
         self.control = robot_client(cfg.env, request_timeout=5.0)
 
@@ -230,7 +238,7 @@ class Attended:
         summary_ref, batch_ref = launch()
         self.operator.watch(what)
         self._follow(what, summary_ref, began, answers, live)
-        summary = ray.get(summary_ref)
+        summary = compute.get(summary_ref)
         clipped, ended = summary.get("clipped_actions", 0), describe_end(summary, answers)
         self.operator.say(
             f"[{what}] ended by {ended} ({summary['steps']} steps"
@@ -249,17 +257,17 @@ class Attended:
         self._control("end_episode", success=success, reason=ended)
         batch = None
         if not greedy:
-            batch = relabel(ray.get(batch_ref), success, self.cfg.learner.bootstrap_on_timeout)
+            batch = relabel(compute.get(batch_ref), success, self.spec)
         return summary, batch
 
     def _follow(self, what: str, summary_ref, began: int, answers: dict, live) -> None:
         """While the episode runs: the live line, and the success and failure keys (which
         count only once this episode's motion has begun)."""
         started, polled, shown = time.monotonic(), 0.0, None
-        while not ray.wait([summary_ref], timeout=POLL_SECONDS)[0]:
+        while not compute.wait([summary_ref], timeout=POLL_SECONDS)[0]:
             now = time.monotonic()
             if now - polled >= LIVE_SECONDS:
-                polled, where = now, ray.get(live())
+                polled, where = now, compute.get(live())
                 if where and where != shown:
                     shown = where
                     self.operator.live(
