@@ -1,0 +1,367 @@
+"""One skill per predicate: where the hand goes next, computed from the observation alone.
+
+Every skill is stateless like a VLA: its phase is read off the scene (where the hand is,
+what it holds, where the object or the fixture part is), so it works under replanning,
+after another skill and after a reset. A skill answers a `Motion`: a position target for
+the end effector, a hand yaw (about the world z axis; None keeps the current one), a
+gripper command and the phase's name (returned to the client as `skill_phase`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sarl_dist.vla.geometry import hand_down, hand_yaw, orientation_error
+from sarl_dist.vla.skill.fixtures import Part, part, part_of
+from sarl_dist.vla.skill.goal import Predicate
+from sarl_dist.vla.skill.objects import shape
+
+OPEN_WIDTH = 0.079  # finger gap of the fully open Panda gripper (measured 0.080)
+TIP_DROP = 0.012  # the fingertips sit this far below robot0_eef_pos (measured)
+PRESHAPE = 0.045  # finger gap for pinching a handle bar between fingers above and below it
+PUSH_TILT = 0.5  # fingers tipped toward what they push, the wrist kept back (rad)
+
+
+@dataclass(frozen=True)
+class Hand:
+    """The gripper as the observation shows it."""
+
+    pos: np.ndarray
+    quat: np.ndarray  # x, y, z, w
+    width: float  # finger gap
+    speed: float  # fastest finger joint speed
+
+    @property
+    def closed(self) -> bool:
+        return self.width < OPEN_WIDTH - 0.005
+
+    @property
+    def settled(self) -> bool:
+        return self.speed < 0.02
+
+    @property
+    def gripping(self) -> bool:
+        """Closed on something: the fingers stopped apart."""
+        return self.closed and self.width > 0.004 and self.settled
+
+    @property
+    def yaw(self) -> float:
+        return hand_yaw(self.quat)
+
+
+@dataclass(frozen=True)
+class Motion:
+    target: np.ndarray
+    grip: float  # -1 open, +1 close
+    phase: str
+    yaw: float | None = None
+    tilt: float = 0.0  # fingers tipped toward the hand's -x (see geometry.hand_down)
+    roll: float = 0.0  # then turned about their own axis
+    width: float | None = None  # a finger gap to shape and hold instead of `grip`
+
+    def orientation(self, hand: Hand) -> np.ndarray:
+        return hand_down(hand.yaw if self.yaw is None else self.yaw, self.tilt, self.roll)
+
+
+def wrap(angle: float, period: float = np.pi) -> float:
+    """An angle folded into [-period/2, period/2)."""
+    return (angle + period / 2) % period - period / 2
+
+
+def object_yaw(pose: np.ndarray) -> float:
+    x, y, z, w = np.asarray(pose[3:7], dtype=np.float64)
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def hold(hand: Hand, phase: str = "idle") -> Motion:
+    """Keep still, the gripper as it is."""
+    return Motion(hand.pos.copy(), 1.0 if hand.closed else -1.0, phase)
+
+
+def retreat(hand: Hand, height: float) -> Motion:
+    """Let go and rise: what a finished skill does."""
+    return Motion(np.array([hand.pos[0], hand.pos[1], max(hand.pos[2], height)]), -1.0, "done")
+
+
+# ---------------------------------------------------------------- grasps
+def grasp_yaw(key: str, scene: dict[str, Any]) -> float:
+    """Hand yaw for grasping: across the object's narrow side, or square to the table."""
+    offset = shape(key).yaw
+    if offset is None:
+        return 0.0
+    return wrap(object_yaw(scene["objects"][key]) + offset)
+
+
+def grasp_point(key: str, scene: dict[str, Any]) -> np.ndarray:
+    """Where the end effector closes on an object, from its pose and its family's grasp."""
+    s, pose = shape(key), np.asarray(scene["objects"][key], dtype=np.float64)
+    yaw = grasp_yaw(key, scene)
+    closing = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # the fingers' closing axis
+    own = object_yaw(pose)
+    along = np.array([np.cos(own), np.sin(own), 0.0])  # the object's own x axis
+    return pose[:3] + s.wall * closing + s.handle * along + np.array([0.0, 0.0, s.grasp])
+
+
+def held_object(hand: Hand, scene: dict[str, Any]) -> str | None:
+    """The object between the fingers, if the hand grips one at its grasp point."""
+    if not hand.gripping:
+        return None
+    near = {k: np.linalg.norm(grasp_point(k, scene) - hand.pos) for k in scene["objects"]}
+    key = min(near, key=near.get, default=None)
+    return key if key is not None and near[key] < 0.05 else None
+
+
+# ---------------------------------------------------------------- In / On: carry it there
+@dataclass(frozen=True)
+class Drop:
+    """Where a carried object goes: over `point`, released with its origin at `release`,
+    carried with its origin at `clear` (over the destination's rim)."""
+
+    point: np.ndarray
+    release: float
+    clear: float
+
+
+def drop_zone(pred: Predicate, scene: dict[str, Any]) -> Drop:
+    s = shape(pred.moved)
+    if pred.target in scene["sites"]:
+        centre = np.asarray(scene["sites"][pred.target], dtype=np.float64)
+        half = np.asarray(scene["site_extents"][pred.target], dtype=np.float64)
+        top = centre[2] + half[2]
+        if pred.name == "in":  # into a container: low, but the hand stays above its rim
+            release = max(centre[2] - half[2] + s.bottom + 0.02, top - s.grasp - 0.03)
+            return Drop(centre, release, top + s.bottom + 0.05)
+        return Drop(centre, top + s.bottom + 0.015, top + s.bottom + 0.08)
+    base = np.asarray(scene["objects"][pred.target][:3], dtype=np.float64)
+    top = base[2] + shape(pred.target).top
+    return Drop(base, top + s.bottom + 0.01, top + s.bottom + 0.06)
+
+
+def carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
+    """Pick the object up and put it in/on the target, or lift it ("pick up the X").
+
+    Far from the object: travel high; above it: align, descend, close and wait for the
+    fingers to stop; holding it: lift, carry the object (not the fingers) over the
+    destination, turn it to fit, lower, release.
+    """
+    key = pred.moved
+    obj = np.asarray(scene["objects"][key][:3], dtype=np.float64)
+    grasp = grasp_point(key, scene)
+    yaw = grasp_yaw(key, scene)
+    xy_to_obj = np.linalg.norm((grasp - hand.pos)[:2])
+    near = xy_to_obj < 0.03 and abs(hand.pos[2] - grasp[2]) < 0.04
+    holding = hand.gripping and np.linalg.norm(grasp - hand.pos) < 0.05
+    if hand.closed and not hand.settled and near:  # still closing on it: keep still
+        return Motion(hand.pos.copy(), 1.0, "grasp", yaw)
+    if not holding:
+        if hand.closed and not near:  # holding something else, or nothing: let go in place
+            return Motion(hand.pos.copy(), -1.0, "release")
+        travel_z = max(grasp[2] + 0.15, obj[2] + shape(key).top + 0.1)
+        if xy_to_obj > 0.05:  # far: travel high, so nothing on the way is swept along
+            if hand.pos[2] < travel_z - 0.03:
+                return Motion(np.array([*hand.pos[:2], travel_z]), -1.0, "rise", yaw)
+            return Motion(np.array([*grasp[:2], travel_z]), -1.0, "approach", yaw)
+        if xy_to_obj > (0.025 if hand.pos[2] < grasp[2] + 0.06 else 0.02):
+            hover = np.clip(hand.pos[2], grasp[2] + 0.06, travel_z)
+            return Motion(np.array([*grasp[:2], hover]), -1.0, "align", yaw)
+        if hand.pos[2] > grasp[2] + 0.012:
+            return Motion(grasp, -1.0, "descend", yaw)
+        return Motion(hand.pos.copy(), 1.0, "grasp", yaw)
+    if pred.name == "lift":
+        return Motion(np.array([*hand.pos[:2], obj[2] + 0.2]), 1.0, "lift")
+    drop = drop_zone(pred, scene)
+    offset = hand.pos - obj  # carry the object, not the fingers, over the destination
+    carry_z = drop.clear + offset[2]
+    turn = fit_turn(pred, scene)
+    xy_to_dest = np.linalg.norm((obj - drop.point)[:2])
+    over = np.array([drop.point[0] + offset[0], drop.point[1] + offset[1]])
+    if xy_to_dest > 0.035:  # closer than that, it is lowered while the rest is corrected
+        if hand.pos[2] < carry_z - 0.06 and xy_to_dest > 0.05:
+            return Motion(np.array([*hand.pos[:2], carry_z]), 1.0, "lift")
+        return Motion(np.array([*over, carry_z]), 1.0, "carry", hand.yaw + turn)
+    if abs(turn) > 0.1:  # turn it to fit before lowering it in
+        return Motion(np.array([*over, carry_z]), 1.0, "turn", hand.yaw + turn)
+    release_z = drop.release + offset[2]
+    if hand.pos[2] > release_z + 0.01:
+        return Motion(np.array([*over, release_z]), 1.0, "lower", hand.yaw + turn)
+    return Motion(hand.pos.copy(), -1.0, "release")
+
+
+def fit_turn(pred: Predicate, scene: dict[str, Any]) -> float:
+    """Hand rotation that lines a held, yaw-grasped object up with a narrow region.
+
+    A book goes into a caddy compartment only with its thin side across the
+    compartment's narrow side; the object turns with the hand that holds it.
+    """
+    extents = scene.get("site_extents", {})
+    if pred.target not in extents or shape(pred.moved).yaw is None:
+        return 0.0
+    half = extents[pred.target]
+    if abs(half[0] - half[1]) < 0.01:  # a square region: any yaw fits
+        return 0.0
+    want = 0.0 if half[0] < half[1] else np.pi / 2  # the object's thin axis along the narrow side
+    return wrap(want - object_yaw(scene["objects"][pred.moved]))
+
+
+# ---------------------------------------------------------------- Turnon / Turnoff: the dial
+def turn_knob(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
+    """Pinch the dial's grip ridge and turn the hand about the dial's axis.
+
+    The fingers close across the ridge (it lies along the dial's y axis); holding it, the
+    hand's yaw is driven a little past the ridge's, in the direction that turns the
+    dial on (counter-clockwise from above) or off, until LIBERO's threshold is passed.
+    """
+    knob = part(part_of(pred.target, scene), scene)
+    ridge = float(np.arctan2(knob.rot[1, 1], knob.rot[0, 1]))  # the part's y axis, in world
+    grip_yaw = wrap(ridge)  # hand x along the ridge: the fingers close across it
+    safe_z = knob.handle[2] + 0.12
+    close_to = np.linalg.norm((knob.handle - hand.pos)[:2]) < 0.012
+    low = hand.pos[2] < knob.handle[2] + 0.03
+    if hand.closed and low and close_to:
+        if not hand.settled:
+            return Motion(hand.pos.copy(), 1.0, "pinch")
+        sign = 1.0 if pred.name == "turnon" else -1.0
+        return Motion(knob.handle.copy(), 1.0, "turn", hand.yaw + sign * 0.5)
+    if hand.closed:
+        return Motion(np.array([*hand.pos[:2], max(hand.pos[2], safe_z)]), -1.0, "release")
+    aligned = abs(wrap(hand.yaw - grip_yaw)) < 0.1
+    if not close_to or not aligned:
+        height = safe_z if not close_to else max(hand.pos[2], knob.handle[2] + 0.04)
+        return Motion(np.array([*knob.handle[:2], height]), -1.0, "approach", grip_yaw)
+    if hand.pos[2] > knob.handle[2] + 0.005:
+        return Motion(knob.handle.copy(), -1.0, "descend", grip_yaw)
+    return Motion(hand.pos.copy(), 1.0, "pinch", grip_yaw)
+
+
+# ---------------------------------------------------------------- Open / Close
+def articulate(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
+    p = part(part_of(pred.target, scene), scene)
+    if p.kind.motion == "slide":
+        return slide_drawer(p, pred.name == "open", hand)
+    return swing_door(p, pred.name == "open", hand)
+
+
+def slide_drawer(p: Part, opening: bool, hand: Hand) -> Motion:
+    """Grip the drawer's handle bar from above and pull it out, or push the drawer in.
+
+    The drawer slides along its part's y axis (q < 0: out). Opening pinches the bar
+    across its thickness and pulls; closing pushes the front with closed fingers, aiming
+    a little past the closed position, which LIBERO only counts from q > 0.
+    """
+    out = -p.local((0.0, 1.0, 0.0))  # the direction the drawer opens
+    across = float(np.arctan2(out[1], out[0]))  # fingers close along `out`: hand x across it
+    yaw = wrap(across - np.pi / 2)
+    bar = p.handle
+    safe_z = bar[2] + 0.1
+    if not opening:  # the thin side of the hand toward the cabinet, the fingers tipped in,
+        # so neither the hand nor the forearm meets the cabinet before the drawer is shut
+        yaw, tilt = wrap(across), PUSH_TILT
+        front = bar + 0.01 * out
+        push_to = bar + (p.q - 0.012) * out  # where the bar is once the drawer is shut
+        behind = float(np.dot(hand.pos - front, out))  # > 0: the hand is in front of it
+        lined_up = np.linalg.norm((hand.pos - front) - behind * out) < 0.03
+        if not hand.closed:
+            return Motion(hand.pos.copy(), 1.0, "close", yaw, tilt)
+        if lined_up and abs(hand.pos[2] - bar[2]) < 0.02 and behind > -0.02:
+            return Motion(np.array([*push_to[:2], bar[2]]), 1.0, "push", yaw, tilt)
+        start = front + 0.04 * out
+        if np.linalg.norm((start - hand.pos)[:2]) < 0.015:
+            return Motion(np.array([*start[:2], bar[2]]), 1.0, "descend", yaw, tilt)
+        if hand.pos[2] < safe_z - 0.03 and np.linalg.norm((start - hand.pos)[:2]) > 0.03:
+            return Motion(np.array([*hand.pos[:2], safe_z]), 1.0, "rise", yaw, tilt)
+        return Motion(np.array([*start[:2], safe_z]), 1.0, "approach", yaw, tilt)
+    # opening: pinch the bar between fingers pointing at the drawer, one above, one below,
+    # the gripper half open so the upper finger passes under the next drawer's bar
+    yaw, tilt, roll = across, np.pi / 2, np.pi / 2
+    grip = bar + 0.004 * out
+    front = grip + 0.12 * out
+    turned = np.linalg.norm(orientation_error(hand_down(yaw, tilt, roll), hand.quat)) < 0.15
+    along = float(np.dot(hand.pos - grip, out))  # how far in front of the bar the hand is
+    off_line = np.linalg.norm((hand.pos - grip) - along * out)
+    at_bar = along < 0.03 and off_line < 0.02
+    if at_bar and hand.width < PRESHAPE - 0.015:  # closing or closed on the bar
+        if hand.gripping and hand.width > 0.008:
+            return Motion(hand.pos + 0.08 * out, 1.0, "pull", yaw, tilt, roll)
+        if not hand.settled:
+            return Motion(hand.pos.copy(), 1.0, "pinch", yaw, tilt, roll)
+    if hand.width < PRESHAPE - 0.015:  # closed on nothing: open again, backing out
+        return Motion(hand.pos + 0.05 * out, -1.0, "release", yaw, tilt, roll)
+    if turned and off_line < 0.015 and -0.03 < along < 0.14:
+        if along > 0.006:
+            return Motion(grip, 0.0, "reach", yaw, tilt, roll, PRESHAPE)
+        return Motion(hand.pos.copy(), 1.0, "pinch", yaw, tilt, roll)
+    if along < 0.14 and off_line < 0.05:  # in front of the drawer, off the bar: back out
+        return Motion(front, 0.0, "back", yaw, tilt, roll, PRESHAPE)
+    if np.linalg.norm((front - hand.pos)[:2]) > 0.03 and hand.pos[2] < safe_z - 0.03:
+        return Motion(np.array([*hand.pos[:2], safe_z]), 0.0, "rise", yaw, tilt, roll, PRESHAPE)
+    height = front[2] if np.linalg.norm((front - hand.pos)[:2]) < 0.03 else safe_z
+    return Motion(np.array([*front[:2], height]), 0.0, "approach", yaw, tilt, roll, PRESHAPE)
+
+
+def swing_door(p: Part, opening: bool, hand: Hand) -> Motion:
+    """Turn a hinged door (the microwave's) by its handle bar, along the arc it moves on.
+
+    Opening pinches the vertical bar from above, the fingers either side of it along the
+    door, and pulls it round the hinge; closing pushes the door's outer face near the bar
+    with closed fingers, always a little further along the arc, until LIBERO counts it
+    closed. The hinge turns about the world z axis; q decreases as the door opens.
+    """
+    hinge = p.pos
+    outward = p.local((0.0, -1.0, 0.0))  # the door's outer face, where its bar stands
+    yaw = wrap(float(np.arctan2(outward[1], outward[0])))  # hand x along it: fingers along door
+    sign = -1.0 if opening else 1.0
+    safe_z = p.handle[2] + 0.15
+
+    def along_arc(point: np.ndarray, turn: float) -> np.ndarray:
+        r = point[:2] - hinge[:2]
+        c, s = np.cos(turn), np.sin(turn)
+        return np.array([hinge[0] + c * r[0] - s * r[1], hinge[1] + s * r[0] + c * r[1], point[2]])
+
+    if opening:
+        grip = p.handle + 0.006 * outward + np.array([0.0, 0.0, 0.05])  # the palm above its top
+        xy_off = np.linalg.norm((grip - hand.pos)[:2])
+        near = xy_off < 0.015 and abs(hand.pos[2] - grip[2]) < 0.02
+        if hand.gripping and xy_off < 0.03:
+            return Motion(along_arc(grip, sign * 0.3), 1.0, "pull", yaw)
+        if hand.closed and near and not hand.settled:
+            return Motion(hand.pos.copy(), 1.0, "pinch", yaw)
+        if hand.closed:
+            return Motion(np.array([*hand.pos[:2], max(hand.pos[2], safe_z)]), -1.0, "release")
+        if xy_off > 0.008:
+            height = safe_z if xy_off > 0.03 else max(hand.pos[2], grip[2] + 0.03)
+            return Motion(np.array([*grip[:2], height]), -1.0, "approach", yaw)
+        if hand.pos[2] > grip[2] + 0.005:
+            return Motion(grip, -1.0, "descend", yaw)
+        return Motion(hand.pos.copy(), 1.0, "pinch", yaw)
+    # closing: push the outer face of the door, just inside the bar
+    contact = p.handle - 0.04 * (p.handle - hinge) / np.linalg.norm((p.handle - hinge)[:2])
+    contact = contact + 0.03 * outward
+    start = contact + 0.05 * outward
+    if not hand.closed:
+        return Motion(hand.pos.copy(), 1.0, "close", yaw)
+    lateral = float(np.dot((hand.pos - contact)[:2], outward[:2]))
+    if abs(hand.pos[2] - p.handle[2]) < 0.03 and -0.01 < lateral < 0.07:
+        return Motion(along_arc(contact, sign * 0.25), 1.0, "push", yaw)
+    if np.linalg.norm((start - hand.pos)[:2]) < 0.015:
+        return Motion(np.array([*start[:2], p.handle[2]]), 1.0, "descend", yaw)
+    if hand.pos[2] < safe_z - 0.03:
+        return Motion(np.array([*hand.pos[:2], safe_z]), 1.0, "rise", yaw)
+    return Motion(np.array([*start[:2], safe_z]), 1.0, "approach", yaw)
+
+
+def act(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
+    """The skill for one unmet predicate."""
+    if pred.name in ("in", "on", "lift"):
+        return carry(pred, hand, scene)
+    if pred.name in ("turnon", "turnoff"):
+        return turn_knob(pred, hand, scene)
+    return articulate(pred, hand, scene)
+
+
+def finish(hand: Hand, scene: dict[str, Any]) -> Motion:
+    """Everything asked holds: let go and rise clear of every object."""
+    tops = [p[2] + shape(k).top for k, p in scene["objects"].items()]
+    return retreat(hand, max(tops, default=hand.pos[2]) + 0.08)
