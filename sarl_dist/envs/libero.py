@@ -157,6 +157,7 @@ class LiberoEnv(Env):
             and not n.startswith(("robot0", "gripper0"))
             and model.jnt_type[model.joint_name2id(n)] in (2, 3)  # slide and hinge joints
         ]
+        self._base = model.body_name2id("robot0_base")
         self._obs: dict[str, Any] = {}
         self._success = False
         self.home, self.home_quat = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])
@@ -245,6 +246,7 @@ class LiberoEnv(Env):
             "site_extents": extents,
             "joints": joints,
             "eef_quat": np.asarray(o["robot0_eef_quat"], np.float32),
+            "base": np.asarray(data.body_xpos[self._base], np.float32),  # where the arm stands
             "gripper_qvel": np.asarray(o["robot0_gripper_qvel"], np.float32),
         }
 

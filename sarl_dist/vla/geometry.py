@@ -63,6 +63,18 @@ def hand_down(yaw: float, tilt: float = 0.0, roll: float = 0.0) -> np.ndarray:
     return down @ tipped @ np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
 
 
+def lean(rot: np.ndarray, toward: np.ndarray) -> np.ndarray:
+    """`rot` turned about a horizontal axis so that its z axis tips toward the horizontal
+    vector `toward` by |toward| radians."""
+    angle = float(np.linalg.norm(toward))
+    if angle < 1e-9:
+        return rot
+    k = np.cross([0.0, 0.0, -1.0], [toward[0] / angle, toward[1] / angle, 0.0])
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    turn = np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+    return turn @ rot
+
+
 def hand_yaw(q: np.ndarray) -> float:
     """Yaw of a downward-pointing hand: the direction of its x axis in the table plane."""
     m = quat_to_matrix(q)

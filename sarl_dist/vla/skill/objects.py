@@ -45,8 +45,11 @@ class Shape:
     it. grasp: eef height above the origin when the fingers close (the fingertips sit
     about 12 mm below the eef). wall: offset along the fingers' closing axis, so a mug or
     bowl too wide to straddle is pinched by its wall. yaw: hand yaw relative to the
-    object's own yaw (fingers across its narrow side), None for a square hand. handle:
-    offset of the grasp point along the object's own x axis (a pan's handle).
+    object's own yaw (fingers across its narrow side), None for a hand square to the
+    table. handle: offset of the grasp point along the object's own x axis (a pan's
+    handle). radial: a round rim, pinched on the line from the robot (the hand's length
+    along it, clear of what stands beside the object): its near side when the object is
+    far from the robot, its far side when near (`wall` is then the rim's radius).
     """
 
     bottom: float
@@ -55,12 +58,13 @@ class Shape:
     wall: float = 0.0
     yaw: float | None = None
     handle: float = 0.0
+    radial: bool = False
 
 
 HALF_PI = 1.5707963
 SHAPES: dict[str, Shape] = {
-    "akita_black_bowl": Shape(0.0, 0.052, 0.045, wall=-0.047),
-    "white_bowl": Shape(0.0, 0.035, 0.03, wall=-0.036),
+    "akita_black_bowl": Shape(0.0, 0.052, 0.045, wall=0.047, radial=True),
+    "white_bowl": Shape(0.0, 0.035, 0.03, wall=0.036, radial=True),
     "plate": Shape(0.003, 0.016, 0.012, wall=-0.062),
     "butter": Shape(0.009, 0.009, 0.0, yaw=0.0),
     "chocolate_pudding": Shape(0.013, 0.014, 0.0, yaw=0.0),

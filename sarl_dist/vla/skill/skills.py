@@ -9,18 +9,22 @@ gripper command and the phase's name (returned to the client as `skill_phase`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from sarl_dist.vla.geometry import hand_down, hand_yaw, orientation_error
+from sarl_dist.vla.geometry import hand_down, hand_yaw, lean, orientation_error
 from sarl_dist.vla.skill.fixtures import Part, part, part_of
 from sarl_dist.vla.skill.goal import Predicate
 from sarl_dist.vla.skill.objects import shape
 
 OPEN_WIDTH = 0.079  # finger gap of the fully open Panda gripper (measured 0.080)
 TIP_DROP = 0.012  # the fingertips sit this far below robot0_eef_pos (measured)
+SHOULDER = 0.333  # the Panda's shoulder joint above its base
+WRIST = 0.21  # its wrist above the end effector of a hand pointing down
+REACH = 0.74  # shoulder to wrist from which the arm nears full stretch (0.80 stalls OSC)
+NEAR_SIDE = 0.6  # a round rim this far from the robot is pinched on its near side
 PRESHAPE = 0.045  # finger gap for pinching a handle bar between fingers above and below it
 PUSH_TILT = 0.5  # fingers tipped toward what they push, the wrist kept back (rad)
 
@@ -45,7 +49,7 @@ class Hand:
     @property
     def gripping(self) -> bool:
         """Closed on something: the fingers stopped apart."""
-        return self.closed and self.width > 0.004 and self.settled
+        return self.closed and self.width > 0.0025 and self.settled  # empty: 0.0012
 
     @property
     def yaw(self) -> float:
@@ -61,14 +65,21 @@ class Motion:
     tilt: float = 0.0  # fingers tipped toward the hand's -x (see geometry.hand_down)
     roll: float = 0.0  # then turned about their own axis
     width: float | None = None  # a finger gap to shape and hold instead of `grip`
+    lean: tuple[float, float] = (0.0, 0.0)  # the whole hand tipped toward this, by its length
 
     def orientation(self, hand: Hand) -> np.ndarray:
-        return hand_down(hand.yaw if self.yaw is None else self.yaw, self.tilt, self.roll)
+        down = hand_down(hand.yaw if self.yaw is None else self.yaw, self.tilt, self.roll)
+        return lean(down, np.asarray(self.lean))
 
 
 def wrap(angle: float, period: float = np.pi) -> float:
     """An angle folded into [-period/2, period/2)."""
     return (angle + period / 2) % period - period / 2
+
+
+def nearest_turn(yaw: float, current: float) -> float:
+    """`yaw` or `yaw` + pi, whichever the hand reaches with less turning (it is symmetric)."""
+    return current + wrap(yaw - current)
 
 
 def object_yaw(pose: np.ndarray) -> float:
@@ -86,13 +97,46 @@ def retreat(hand: Hand, height: float) -> Motion:
     return Motion(np.array([hand.pos[0], hand.pos[1], max(hand.pos[2], height)]), -1.0, "done")
 
 
+def reach_lean(point: np.ndarray, scene: dict[str, Any]) -> tuple[float, float]:
+    """Tip the hand away from the robot where `point` is near the edge of its reach.
+
+    A stretched arm is singular: OSC stalls there, or swings up when asked to pull back.
+    Fingers tipped away from the robot keep the wrist back and the elbow bent.
+    """
+    base = np.asarray(scene.get("base", point), dtype=np.float64)
+    away = (point - base)[:2]
+    if np.linalg.norm(away) < 1e-6:
+        return (0.0, 0.0)
+    away = away / np.linalg.norm(away)
+    shoulder = base + np.array([0.0, 0.0, SHOULDER])
+    for angle in (0.0, 0.2, 0.35, 0.5):
+        wrist = point + WRIST * np.array(
+            [-np.sin(angle) * away[0], -np.sin(angle) * away[1], np.cos(angle)]
+        )
+        if np.linalg.norm(wrist - shoulder) < REACH:
+            break
+    return (angle * away[0], angle * away[1])
+
+
 # ---------------------------------------------------------------- grasps
+def _radial(key: str, scene: dict[str, Any]) -> tuple[np.ndarray, float]:
+    """The unit vector from the robot to an object, and the object's distance from it."""
+    base = np.asarray(scene.get("base", (0.0, 0.0, 0.0)), dtype=np.float64)
+    away = np.asarray(scene["objects"][key][:2], dtype=np.float64) - base[:2]
+    distance = float(np.linalg.norm(away))
+    return (away / distance if distance > 1e-6 else np.array([1.0, 0.0])), distance
+
+
 def grasp_yaw(key: str, scene: dict[str, Any]) -> float:
-    """Hand yaw for grasping: across the object's narrow side, or square to the table."""
-    offset = shape(key).yaw
-    if offset is None:
+    """Hand yaw for grasping: across the object's narrow side, along the line from the
+    robot for a round rim, or square to the table."""
+    s = shape(key)
+    if s.radial:  # the fingers close along the line from the robot
+        away, _ = _radial(key, scene)
+        return float(np.arctan2(-away[0], away[1]))
+    if s.yaw is None:
         return 0.0
-    return wrap(object_yaw(scene["objects"][key]) + offset)
+    return wrap(object_yaw(scene["objects"][key]) + s.yaw)
 
 
 def grasp_point(key: str, scene: dict[str, Any]) -> np.ndarray:
@@ -100,9 +144,12 @@ def grasp_point(key: str, scene: dict[str, Any]) -> np.ndarray:
     s, pose = shape(key), np.asarray(scene["objects"][key], dtype=np.float64)
     yaw = grasp_yaw(key, scene)
     closing = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # the fingers' closing axis
+    wall = s.wall
+    if s.radial:  # the rim's near side when far from the robot, else its far side
+        wall = -s.wall if _radial(key, scene)[1] > NEAR_SIDE else s.wall
     own = object_yaw(pose)
     along = np.array([np.cos(own), np.sin(own), 0.0])  # the object's own x axis
-    return pose[:3] + s.wall * closing + s.handle * along + np.array([0.0, 0.0, s.grasp])
+    return pose[:3] + wall * closing + s.handle * along + np.array([0.0, 0.0, s.grasp])
 
 
 def held_object(hand: Hand, scene: dict[str, Any]) -> str | None:
@@ -145,12 +192,18 @@ def carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
 
     Far from the object: travel high; above it: align, descend, close and wait for the
     fingers to stop; holding it: lift, carry the object (not the fingers) over the
-    destination, turn it to fit, lower, release.
+    destination, turn it to fit, lower, release. Near the edge of the arm's reach the
+    hand leans away from the robot.
     """
+    motion = _carry(pred, hand, scene)
+    return replace(motion, lean=reach_lean(motion.target, scene))
+
+
+def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     key = pred.moved
     obj = np.asarray(scene["objects"][key][:3], dtype=np.float64)
     grasp = grasp_point(key, scene)
-    yaw = grasp_yaw(key, scene)
+    yaw = nearest_turn(grasp_yaw(key, scene), hand.yaw)
     xy_to_obj = np.linalg.norm((grasp - hand.pos)[:2])
     near = xy_to_obj < 0.03 and abs(hand.pos[2] - grasp[2]) < 0.04
     holding = hand.gripping and np.linalg.norm(grasp - hand.pos) < 0.05
@@ -178,15 +231,17 @@ def carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     turn = fit_turn(pred, scene)
     xy_to_dest = np.linalg.norm((obj - drop.point)[:2])
     over = np.array([drop.point[0] + offset[0], drop.point[1] + offset[1]])
-    if xy_to_dest > 0.035:  # closer than that, it is lowered while the rest is corrected
-        if hand.pos[2] < carry_z - 0.06 and xy_to_dest > 0.05:
+    if xy_to_dest > 0.05:  # far: carry it over, never lower on the way (a stretched arm cannot)
+        if hand.pos[2] < carry_z - 0.06:
             return Motion(np.array([*hand.pos[:2], carry_z]), 1.0, "lift")
-        return Motion(np.array([*over, carry_z]), 1.0, "carry", hand.yaw + turn)
+        return Motion(np.array([*over, max(carry_z, hand.pos[2])]), 1.0, "carry", hand.yaw + turn)
     if abs(turn) > 0.1:  # turn it to fit before lowering it in
-        return Motion(np.array([*over, carry_z]), 1.0, "turn", hand.yaw + turn)
+        return Motion(np.array([*over, max(carry_z, hand.pos[2])]), 1.0, "turn", hand.yaw + turn)
     release_z = drop.release + offset[2]
-    if hand.pos[2] > release_z + 0.01:
+    if hand.pos[2] > release_z + 0.01:  # lower it, correcting the rest on the way
         return Motion(np.array([*over, release_z]), 1.0, "lower", hand.yaw + turn)
+    if xy_to_dest > 0.025:  # down, but off: correct before letting go
+        return Motion(np.array([*over, hand.pos[2]]), 1.0, "lower", hand.yaw + turn)
     return Motion(hand.pos.copy(), -1.0, "release")
 
 
