@@ -50,6 +50,7 @@ class Shape:
     handle). radial: a round rim, pinched on the line from the robot (the hand's length
     along it, clear of what stands beside the object): its near side when the object is
     far from the robot, its far side when near (`wall` is then the rim's radius).
+    middle: where its footprint's centre is, in its own frame (what is centred on a slot).
     """
 
     bottom: float
@@ -59,6 +60,7 @@ class Shape:
     yaw: float | None = None
     handle: float = 0.0
     radial: bool = False
+    middle: tuple[float, float] = (0.0, 0.0)
 
 
 HALF_PI = 1.5707963
@@ -81,7 +83,7 @@ SHAPES: dict[str, Shape] = {
     "porcelain_mug": Shape(0.0, 0.108, 0.09, wall=-0.045),
     "white_yellow_mug": Shape(0.0, 0.103, 0.09, wall=-0.045),
     "red_coffee_mug": Shape(0.0, 0.131, 0.11, wall=-0.045),
-    "black_book": Shape(0.0, 0.137, 0.1, yaw=HALF_PI),
+    "black_book": Shape(0.0, 0.137, 0.1, yaw=HALF_PI, middle=(0.0, -0.012)),
     "yellow_book": Shape(0.0, 0.124, 0.09, yaw=HALF_PI),
     "wine_bottle": Shape(0.0, 0.158, 0.1),
     "moka_pot": Shape(0.066, 0.086, 0.04),

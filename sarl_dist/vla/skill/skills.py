@@ -180,11 +180,29 @@ def drop_zone(pred: Predicate, scene: dict[str, Any]) -> Drop:
         top = centre[2] + half[2]
         if pred.name == "in":  # into a container: low, but the hand stays above its rim
             release = max(centre[2] - half[2] + s.bottom + 0.02, top - s.grasp - 0.03)
-            return Drop(centre, release, top + s.bottom + 0.05)
-        return Drop(centre, top + s.bottom + 0.015, top + s.bottom + 0.08)
-    base = np.asarray(scene["objects"][pred.target][:3], dtype=np.float64)
-    top = base[2] + shape(pred.target).top
-    return Drop(base, top + s.bottom + 0.01, top + s.bottom + 0.06)
+        else:
+            release = top + s.bottom + 0.015
+    else:
+        centre = np.asarray(scene["objects"][pred.target][:3], dtype=np.float64)
+        top = centre[2] + shape(pred.target).top
+        release = top + s.bottom + 0.01
+    own = object_yaw(scene["objects"][pred.moved])
+    c, si = np.cos(own), np.sin(own)
+    middle = np.array([c * s.middle[0] - si * s.middle[1], si * s.middle[0] + c * s.middle[1], 0.0])
+    clear = _tops_near(centre, pred.moved, scene, top) + s.bottom + 0.05
+    return Drop(centre - middle, release, clear)  # its footprint's centre over the point
+
+
+def _tops_near(point: np.ndarray, moved: str, scene: dict[str, Any], top: float) -> float:
+    """The highest top a carried object must clear on its way to `point`: the fixture it
+    stands in (a caddy's walls) and the objects within 0.2 m."""
+    for box in scene.get("fixtures", {}).values():
+        if np.all(point[:2] > box[:2] - 0.03) and np.all(point[:2] < box[3:5] + 0.03):
+            top = max(top, float(box[5]))
+    for key, pose in scene["objects"].items():
+        if key != moved and np.linalg.norm(np.asarray(pose[:2]) - point[:2]) < 0.2:
+            top = max(top, float(pose[2]) + shape(key).top)
+    return top
 
 
 def carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
