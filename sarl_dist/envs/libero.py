@@ -159,39 +159,38 @@ class LiberoEnv(Env):
         ]
         self._base = model.body_name2id("robot0_base")
         self._fixture_geoms = self._geoms_of(self._env.env.fixtures_dict)
-        self._fixtures: dict[str, np.ndarray] = {}
         self._obs: dict[str, Any] = {}
         self._success = False
         self.home, self.home_quat = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])
 
     def _geoms_of(self, fixtures) -> dict[str, list[int]]:
-        """The collision geoms of each fixture, through all its bodies."""
+        """The collision geoms of each body of each fixture (a drawer apart from its cabinet)."""
         model, ids = self.sim.model, self._env.env.obj_body_id
         owner = {ids[name]: name for name in fixtures}
-        geoms: dict[str, list[int]] = {name: [] for name in fixtures}
+        geoms: dict[str, list[int]] = {}
         for g in range(model.ngeom):
             if not (model.geom_contype[g] or model.geom_conaffinity[g]):
                 continue
-            body = model.geom_bodyid[g]
+            body = own = model.geom_bodyid[g]
             while body and body not in owner:
                 body = model.body_parentid[body]
             if body in owner:
-                geoms[owner[body]].append(g)
+                geoms.setdefault(model.body_id2name(own), []).append(g)
         return geoms
 
     def _fixture_boxes(self) -> dict[str, np.ndarray]:
-        """World bounding box (min xyz, max xyz) of each fixture: how high its walls stand."""
+        """World bounding box (min xyz, max xyz) of each fixture body as it is now: how high
+        a caddy's walls stand, where an open drawer reaches."""
         model, data = self.sim.model, self.sim.data
         boxes = {}
         for name, geoms in self._fixture_geoms.items():
-            if not geoms:
-                continue
             rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
             centre = data.geom_xpos[geoms] + np.einsum(
                 "gij,gj->gi", rot, model.geom_aabb[geoms, :3]
             )
             half = np.einsum("gij,gj->gi", np.abs(rot), model.geom_aabb[geoms, 3:])
-            boxes[name] = np.concatenate([(centre - half).min(0), (centre + half).max(0)])
+            box = np.concatenate([(centre - half).min(0), (centre + half).max(0)])
+            boxes[name] = box.astype(np.float32)
         return boxes
 
     @property
@@ -211,7 +210,6 @@ class LiberoEnv(Env):
         self._success = False
         for _ in range(self.lcfg.settle_steps):
             self._raw_step(NOOP)
-        self._fixtures = self._fixture_boxes()  # fixtures stand still; drawers and doors move
         self.home = np.array(self._obs["robot0_eef_pos"], dtype=np.float64)
         self.home_quat = np.array(self._obs["robot0_eef_quat"], dtype=np.float64)
         self._success = bool(self._env.check_success())
@@ -278,7 +276,7 @@ class LiberoEnv(Env):
             "sites": sites,
             "site_extents": extents,
             "joints": joints,
-            "fixtures": {n: box.astype(np.float32) for n, box in self._fixtures.items()},
+            "fixtures": self._fixture_boxes(),  # with their drawers and doors as they are now
             "eef_quat": np.asarray(o["robot0_eef_quat"], np.float32),
             "base": np.asarray(data.body_xpos[self._base], np.float32),  # where the arm stands
             "gripper_qvel": np.asarray(o["robot0_gripper_qvel"], np.float32),

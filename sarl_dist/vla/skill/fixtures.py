@@ -33,7 +33,7 @@ class Kind:
 
 DRAWER = Kind(
     "slide",
-    {"open": (-1.0, -0.14), "close": (0.0, 1.0)},
+    {"open": (-1.0, -0.15), "close": (0.0, 1.0)},  # open from -0.14 to LIBERO: pulled well out
     {  # the handle bar in front of each drawer's face
         "top_level": (-0.003, -0.1016, 0.1839),
         "middle_level": (-0.003, -0.1016, 0.1104),

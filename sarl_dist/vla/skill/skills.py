@@ -20,11 +20,12 @@ from sarl_dist.vla.skill.goal import Predicate
 from sarl_dist.vla.skill.objects import shape
 
 OPEN_WIDTH = 0.079  # finger gap of the fully open Panda gripper (measured 0.080)
+EMPTY = 0.0025  # finger gap below which the hand holds nothing (closed on air: 0.0012)
 TIP_DROP = 0.012  # the fingertips sit this far below robot0_eef_pos (measured)
 SHOULDER = 0.333  # the Panda's shoulder joint above its base
 WRIST = 0.21  # its wrist above the end effector of a hand pointing down
 REACH = 0.74  # shoulder to wrist from which the arm nears full stretch (0.80 stalls OSC)
-NEAR_SIDE = 0.6  # a round rim this far from the robot is pinched on its near side
+NEAR_SIDE = 0.6  # a round rim this far from the robot is best pinched on its near side
 PRESHAPE = 0.045  # finger gap for pinching a handle bar between fingers above and below it
 PUSH_TILT = 0.5  # fingers tipped toward what they push, the wrist kept back (rad)
 
@@ -49,7 +50,7 @@ class Hand:
     @property
     def gripping(self) -> bool:
         """Closed on something: the fingers stopped apart."""
-        return self.closed and self.width > 0.0025 and self.settled  # empty: 0.0012
+        return self.closed and self.width > EMPTY and self.settled
 
     @property
     def yaw(self) -> float:
@@ -119,44 +120,87 @@ def reach_lean(point: np.ndarray, scene: dict[str, Any]) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- grasps
-def _radial(key: str, scene: dict[str, Any]) -> tuple[np.ndarray, float]:
-    """The unit vector from the robot to an object, and the object's distance from it."""
+def rim_side(key: str, scene: dict[str, Any], hand: Hand) -> np.ndarray:
+    """Which side of a round rim to pinch: a unit vector from its centre.
+
+    Closed at the rim (holding it, or closing on it): the side the hand is at. Otherwise
+    the side where the hand, its length along the pinch line, stands clear of fixtures
+    and taller objects; of the clear sides, the one nearest to facing the robot when the
+    object is far from it (the arm stays bent), else facing away.
+    """
+    s, obj = shape(key), np.asarray(scene["objects"][key][:3], dtype=np.float64)
+    to_hand = hand.pos[:2] - obj[:2]
+    if hand.closed and np.linalg.norm(to_hand) < s.wall + 0.03:
+        return to_hand / max(np.linalg.norm(to_hand), 1e-6)
     base = np.asarray(scene.get("base", (0.0, 0.0, 0.0)), dtype=np.float64)
-    away = np.asarray(scene["objects"][key][:2], dtype=np.float64) - base[:2]
-    distance = float(np.linalg.norm(away))
-    return (away / distance if distance > 1e-6 else np.array([1.0, 0.0])), distance
+    away = obj[:2] - base[:2]
+    facing = -away if np.linalg.norm(away) > NEAR_SIDE else away
+    start = float(np.arctan2(facing[1], facing[0]))
+    best, best_clear = None, -np.inf
+    for k in (0, 1, -1, 2, -2, 3, -3, 4):
+        side = np.array([np.cos(start + k * np.pi / 4), np.sin(start + k * np.pi / 4)])
+        clear = _clearance(obj[:2] + s.wall * side, side, obj[2] + s.grasp + 0.02, key, scene)
+        if clear > 0.03:
+            return side
+        if clear > best_clear:
+            best, best_clear = side, clear
+    return best
 
 
-def grasp_yaw(key: str, scene: dict[str, Any]) -> float:
-    """Hand yaw for grasping: across the object's narrow side, along the line from the
-    robot for a round rim, or square to the table."""
+def _clearance(
+    centre: np.ndarray, along: np.ndarray, bottom: float, key: str, scene: dict[str, Any]
+) -> float:
+    """How far the hand's footprint (20 x 6.3 cm, long along `along`, centred at `centre`,
+    from `bottom` up 12 cm) stays from every fixture part and object (not `key`) there."""
+    across = np.array([-along[1], along[0]])
+    points = [
+        centre + a * along + b * across
+        for a in (-0.1, -0.05, 0, 0.05, 0.1)
+        for b in (-0.032, 0.0, 0.032)
+    ]
+    clear = np.inf
+    for box in scene.get("fixtures", {}).values():
+        if box[5] > bottom and box[2] < bottom + 0.12:
+            for p in points:
+                gap = np.maximum(np.maximum(box[:2] - p, p - box[3:5]), 0.0)
+                clear = min(clear, float(np.linalg.norm(gap)))
+    for other, pose in scene["objects"].items():
+        if other != key and pose[2] + shape(other).top > bottom:
+            for p in points:
+                clear = min(clear, float(np.linalg.norm(p - pose[:2])) - 0.04)
+    return clear
+
+
+def grasp_yaw(key: str, scene: dict[str, Any], hand: Hand) -> float:
+    """Hand yaw for grasping: across the object's narrow side, along the pinch line of a
+    round rim, or square to the table."""
     s = shape(key)
-    if s.radial:  # the fingers close along the line from the robot
-        away, _ = _radial(key, scene)
-        return float(np.arctan2(-away[0], away[1]))
+    if s.radial:  # the fingers close along the line through the rim's centre
+        side = rim_side(key, scene, hand)
+        return float(np.arctan2(-side[0], side[1]))
     if s.yaw is None:
         return 0.0
     return wrap(object_yaw(scene["objects"][key]) + s.yaw)
 
 
-def grasp_point(key: str, scene: dict[str, Any]) -> np.ndarray:
+def grasp_point(key: str, scene: dict[str, Any], hand: Hand) -> np.ndarray:
     """Where the end effector closes on an object, from its pose and its family's grasp."""
     s, pose = shape(key), np.asarray(scene["objects"][key], dtype=np.float64)
-    yaw = grasp_yaw(key, scene)
+    lift = np.array([0.0, 0.0, s.grasp])
+    if s.radial:
+        return pose[:3] + np.array([*(s.wall * rim_side(key, scene, hand)), 0.0]) + lift
+    yaw = grasp_yaw(key, scene, hand)
     closing = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # the fingers' closing axis
-    wall = s.wall
-    if s.radial:  # the rim's near side when far from the robot, else its far side
-        wall = -s.wall if _radial(key, scene)[1] > NEAR_SIDE else s.wall
     own = object_yaw(pose)
     along = np.array([np.cos(own), np.sin(own), 0.0])  # the object's own x axis
-    return pose[:3] + wall * closing + s.handle * along + np.array([0.0, 0.0, s.grasp])
+    return pose[:3] + s.wall * closing + s.handle * along + lift
 
 
 def held_object(hand: Hand, scene: dict[str, Any]) -> str | None:
     """The object between the fingers, if the hand grips one at its grasp point."""
     if not hand.gripping:
         return None
-    near = {k: np.linalg.norm(grasp_point(k, scene) - hand.pos) for k in scene["objects"]}
+    near = {k: np.linalg.norm(grasp_point(k, scene, hand) - hand.pos) for k in scene["objects"]}
     key = min(near, key=near.get, default=None)
     return key if key is not None and near[key] < 0.05 else None
 
@@ -205,6 +249,19 @@ def _tops_near(point: np.ndarray, moved: str, scene: dict[str, Any], top: float)
     return top
 
 
+def _part_top(hand: Hand, scene: dict[str, Any]) -> float:
+    """Just above the fixture part the hand is beside (a drawer it just let go of), so it
+    leaves upward instead of dragging along it."""
+    beside = [
+        box[5] + 0.05
+        for box in scene.get("fixtures", {}).values()
+        if np.all(hand.pos[:2] > box[:2] - 0.05)
+        and np.all(hand.pos[:2] < box[3:5] + 0.05)
+        and box[2] - 0.05 < hand.pos[2] < box[5] + 0.05
+    ]
+    return max(beside, default=-np.inf)
+
+
 def carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     """Pick the object up and put it in/on the target, or lift it ("pick up the X").
 
@@ -220,17 +277,17 @@ def carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
 def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     key = pred.moved
     obj = np.asarray(scene["objects"][key][:3], dtype=np.float64)
-    grasp = grasp_point(key, scene)
-    yaw = nearest_turn(grasp_yaw(key, scene), hand.yaw)
+    grasp = grasp_point(key, scene, hand)
+    yaw = nearest_turn(grasp_yaw(key, scene, hand), hand.yaw)
     xy_to_obj = np.linalg.norm((grasp - hand.pos)[:2])
     near = xy_to_obj < 0.03 and abs(hand.pos[2] - grasp[2]) < 0.04
-    holding = hand.gripping and np.linalg.norm(grasp - hand.pos) < 0.05
+    holding = hand.closed and hand.width > EMPTY and np.linalg.norm(grasp - hand.pos) < 0.06
     if hand.closed and not hand.settled and near:  # still closing on it: keep still
         return Motion(hand.pos.copy(), 1.0, "grasp", yaw)
     if not holding:
         if hand.closed and not near:  # holding something else, or nothing: let go in place
             return Motion(hand.pos.copy(), -1.0, "release")
-        travel_z = max(grasp[2] + 0.15, obj[2] + shape(key).top + 0.1)
+        travel_z = max(grasp[2] + 0.15, obj[2] + shape(key).top + 0.1, _part_top(hand, scene))
         if xy_to_obj > 0.05:  # far: travel high, so nothing on the way is swept along
             if hand.pos[2] < travel_z - 0.03:
                 return Motion(np.array([*hand.pos[:2], travel_z]), -1.0, "rise", yaw)
