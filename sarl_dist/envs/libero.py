@@ -83,6 +83,7 @@ ORACLE_PROMPTS: dict[str, tuple[str, ...]] = {
         # off the scene's taught "right" instruction, so the left pot is named another way
         "pick up the left moka pot and put it on the stove",
         "pick up the right moka pot and put it on the stove",
+        "pick up the right moka pot and put it on the stove",  # it settles after the decision
     ),
     "put the yellow and white mug in the microwave and close it": (
         "put the yellow and white mug in the microwave",

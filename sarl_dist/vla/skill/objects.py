@@ -46,11 +46,13 @@ class Shape:
     about 12 mm below the eef). wall: offset along the fingers' closing axis, so a mug or
     bowl too wide to straddle is pinched by its wall. yaw: hand yaw relative to the
     object's own yaw (fingers across its narrow side), None for a hand square to the
-    table. handle: offset of the grasp point along the object's own x axis (a pan's
-    handle). radial: a round rim, pinched on the line from the robot (the hand's length
+    table. handle: offset of the grasp point in the object's own frame (a pan's or a
+    moka pot's handle; a little nearer or farther along it when that is clearer).
+    radial: a round rim, pinched on the line from the robot (the hand's length
     along it, clear of what stands beside the object): its near side when the object is
     far from the robot, its far side when near (`wall` is then the rim's radius).
     middle: where its footprint's centre is, in its own frame (what is centred on a slot).
+    radius: how far its footprint reaches from there.
     """
 
     bottom: float
@@ -58,16 +60,17 @@ class Shape:
     grasp: float
     wall: float = 0.0
     yaw: float | None = None
-    handle: float = 0.0
+    handle: tuple[float, float] = (0.0, 0.0)
     radial: bool = False
     middle: tuple[float, float] = (0.0, 0.0)
+    radius: float = 0.04
 
 
 HALF_PI = 1.5707963
 SHAPES: dict[str, Shape] = {
-    "akita_black_bowl": Shape(0.0, 0.052, 0.045, wall=0.047, radial=True),
-    "white_bowl": Shape(0.0, 0.035, 0.03, wall=0.036, radial=True),
-    "plate": Shape(0.003, 0.016, 0.012, wall=-0.062),
+    "akita_black_bowl": Shape(0.0, 0.052, 0.045, wall=0.047, radial=True, radius=0.054),
+    "white_bowl": Shape(0.0, 0.035, 0.03, wall=0.036, radial=True, radius=0.041),
+    "plate": Shape(0.003, 0.016, 0.012, wall=-0.062, radius=0.07),
     "butter": Shape(0.009, 0.009, 0.0, yaw=0.0),
     "chocolate_pudding": Shape(0.013, 0.014, 0.0, yaw=0.0),
     "cream_cheese": Shape(0.009, 0.009, 0.0, yaw=0.0),
@@ -80,14 +83,14 @@ SHAPES: dict[str, Shape] = {
     "new_salad_dressing": Shape(0.023, 0.123, 0.08),
     "salad_dressing": Shape(0.073, 0.073, 0.03),
     "bbq_sauce": Shape(0.055, 0.052, 0.02),
-    "porcelain_mug": Shape(0.0, 0.108, 0.09, wall=-0.045),
-    "white_yellow_mug": Shape(0.0, 0.103, 0.09, wall=-0.045),
-    "red_coffee_mug": Shape(0.0, 0.131, 0.11, wall=-0.045),
-    "black_book": Shape(0.0, 0.137, 0.1, yaw=HALF_PI, middle=(0.0, -0.012)),
-    "yellow_book": Shape(0.0, 0.124, 0.09, yaw=HALF_PI),
+    "porcelain_mug": Shape(0.0, 0.108, 0.09, wall=-0.045, radius=0.06),
+    "white_yellow_mug": Shape(0.0, 0.103, 0.09, wall=-0.045, radius=0.065),
+    "red_coffee_mug": Shape(0.0, 0.131, 0.11, wall=-0.045, radius=0.06),
+    "black_book": Shape(0.0, 0.137, 0.1, yaw=HALF_PI, middle=(0.0, -0.012), radius=0.055),
+    "yellow_book": Shape(0.0, 0.124, 0.09, yaw=HALF_PI, radius=0.05),
     "wine_bottle": Shape(0.0, 0.158, 0.1),
-    "moka_pot": Shape(0.066, 0.086, 0.04),
-    "chefmate_8_frypan": Shape(0.0, 0.059, 0.04, yaw=0.0, handle=0.18),
+    "moka_pot": Shape(0.066, 0.086, 0.04, yaw=-HALF_PI, handle=(0.0, 0.072), radius=0.05),
+    "chefmate_8_frypan": Shape(0.0, 0.059, 0.04, yaw=0.0, handle=(0.18, 0.0), radius=0.1),
     "glazed_rim_porcelain_ramekin": Shape(0.0, 0.043, 0.035, wall=-0.04),
     "basket": Shape(0.0, 0.146, 0.12, wall=-0.08),
     "wooden_tray": Shape(0.0, 0.082, 0.06, wall=-0.13),

@@ -69,18 +69,19 @@ class Motion:
     lean: tuple[float, float] = (0.0, 0.0)  # the whole hand tipped toward this, by its length
 
     def orientation(self, hand: Hand) -> np.ndarray:
-        down = hand_down(hand.yaw if self.yaw is None else self.yaw, self.tilt, self.roll)
-        return lean(down, np.asarray(self.lean))
+        """The hand's target rotation: of the two the symmetric gripper makes equivalent
+        (turned half a turn about its own axis), the one nearer to where it is."""
+        yaw = hand.yaw if self.yaw is None else self.yaw
+        options = [
+            lean(hand_down(yaw, self.tilt, self.roll), np.asarray(self.lean)),
+            lean(hand_down(yaw + np.pi, -self.tilt, self.roll), np.asarray(self.lean)),
+        ]
+        return min(options, key=lambda m: np.linalg.norm(orientation_error(m, hand.quat)))
 
 
 def wrap(angle: float, period: float = np.pi) -> float:
     """An angle folded into [-period/2, period/2)."""
     return (angle + period / 2) % period - period / 2
-
-
-def nearest_turn(yaw: float, current: float) -> float:
-    """`yaw` or `yaw` + pi, whichever the hand reaches with less turning (it is symmetric)."""
-    return current + wrap(yaw - current)
 
 
 def object_yaw(pose: np.ndarray) -> float:
@@ -120,47 +121,83 @@ def reach_lean(point: np.ndarray, scene: dict[str, Any]) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- grasps
-def rim_side(key: str, scene: dict[str, Any], hand: Hand) -> np.ndarray:
-    """Which side of a round rim to pinch: a unit vector from its centre.
+@dataclass(frozen=True)
+class Grasp:
+    point: np.ndarray  # where the end effector is when the fingers close
+    yaw: float  # the hand's yaw: the fingers close along (-sin yaw, cos yaw)
 
-    Closed at the rim (holding it, or closing on it): the side the hand is at. Otherwise
-    the side where the hand, its length along the pinch line, stands clear of fixtures
-    and taller objects; of the clear sides, the one nearest to facing the robot when the
-    object is far from it (the arm stays bent), else facing away.
+
+def grasp(key: str, scene: dict[str, Any], hand: Hand) -> Grasp:
+    """How to take hold of an object, from its pose and its family's grasp.
+
+    Where the family leaves a choice (the side of a round rim, the spot along a handle):
+    the one the closed hand is at (holding it, or closing on it); else the first, in the
+    family's order of preference, where the hand stands clear of fixture parts and taller
+    objects, else the clearest.
     """
-    s, obj = shape(key), np.asarray(scene["objects"][key][:3], dtype=np.float64)
-    to_hand = hand.pos[:2] - obj[:2]
-    if hand.closed and np.linalg.norm(to_hand) < s.wall + 0.03:
-        return to_hand / max(np.linalg.norm(to_hand), 1e-6)
-    base = np.asarray(scene.get("base", (0.0, 0.0, 0.0)), dtype=np.float64)
-    away = obj[:2] - base[:2]
-    facing = -away if np.linalg.norm(away) > NEAR_SIDE else away
-    start = float(np.arctan2(facing[1], facing[0]))
-    best, best_clear = None, -np.inf
-    for k in (0, 1, -1, 2, -2, 3, -3, 4):
-        side = np.array([np.cos(start + k * np.pi / 4), np.sin(start + k * np.pi / 4)])
-        clear = _clearance(obj[:2] + s.wall * side, side, obj[2] + s.grasp + 0.02, key, scene)
+    options = _grasp_options(key, scene)
+    if len(options) == 1:
+        return options[0]
+    if hand.closed:
+        nearest = min(options, key=lambda g: np.linalg.norm(g.point - hand.pos))
+        if np.linalg.norm((nearest.point - hand.pos)[:2]) < 0.03:
+            return nearest
+    best, best_clear = options[0], -np.inf
+    for option in options:
+        clear = _clearance(option, key, scene)
         if clear > 0.03:
-            return side
+            return option
         if clear > best_clear:
-            best, best_clear = side, clear
+            best, best_clear = option, clear
     return best
 
 
+def _grasp_options(key: str, scene: dict[str, Any]) -> list[Grasp]:
+    """The family's ways to hold the object, most preferred first."""
+    s, pose = shape(key), np.asarray(scene["objects"][key], dtype=np.float64)
+    lift = np.array([0.0, 0.0, s.grasp])
+    if s.radial:  # round rim: pinched across its wall, the hand along the line through it;
+        # first the side facing the robot when far from it (the arm stays bent), else away
+        base = np.asarray(scene.get("base", (0.0, 0.0, 0.0)), dtype=np.float64)
+        away = pose[:2] - base[:2]
+        facing = -away if np.linalg.norm(away) > NEAR_SIDE else away
+        start = float(np.arctan2(facing[1], facing[0]))
+        angles = [start + k * np.pi / 4 for k in (0, 1, -1, 2, -2, 3, -3, 4)]
+        return [
+            Grasp(
+                pose[:3] + s.wall * np.array([np.cos(a), np.sin(a), 0.0]) + lift,
+                float(np.arctan2(-np.cos(a), np.sin(a))),
+            )
+            for a in angles
+        ]
+    own = object_yaw(pose)
+    yaw = 0.0 if s.yaw is None else wrap(own + s.yaw)
+    closing = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # the fingers' closing axis
+    c, si = np.cos(own), np.sin(own)
+    handle = np.array([c * s.handle[0] - si * s.handle[1], si * s.handle[0] + c * s.handle[1], 0])
+    spots = (1.0, 1.2, 0.8) if s.handle != (0.0, 0.0) else (0.0,)
+    return [Grasp(pose[:3] + s.wall * closing + k * handle + lift, yaw) for k in spots]
+
+
 def _clearance(
-    centre: np.ndarray, along: np.ndarray, bottom: float, key: str, scene: dict[str, Any]
+    option: Grasp, key: str, scene: dict[str, Any], inside: np.ndarray | None = None
 ) -> float:
-    """How far the hand's footprint (20 x 6.3 cm, long along `along`, centred at `centre`,
-    from `bottom` up 12 cm) stays from every fixture part and object (not `key`) there."""
+    """How far the hand's footprint there (20 x 6.3 cm, long along the closing axis, from
+    3 to 12 cm above the grasp point) stays from every fixture part and object but `key`
+    (and but the fixture part holding the point `inside`: the drawer it puts things in)."""
+    along = np.array([-np.sin(option.yaw), np.cos(option.yaw)])
     across = np.array([-along[1], along[0]])
+    bottom, top = option.point[2] + 0.03, option.point[2] + 0.12
     points = [
-        centre + a * along + b * across
+        option.point[:2] + a * along + b * across
         for a in (-0.1, -0.05, 0, 0.05, 0.1)
         for b in (-0.032, 0.0, 0.032)
     ]
     clear = np.inf
     for box in scene.get("fixtures", {}).values():
-        if box[5] > bottom and box[2] < bottom + 0.12:
+        if inside is not None and np.all((box[:3] < inside) & (inside < box[3:])):
+            continue
+        if box[5] > bottom and box[2] < top:
             for p in points:
                 gap = np.maximum(np.maximum(box[:2] - p, p - box[3:5]), 0.0)
                 clear = min(clear, float(np.linalg.norm(gap)))
@@ -171,36 +208,11 @@ def _clearance(
     return clear
 
 
-def grasp_yaw(key: str, scene: dict[str, Any], hand: Hand) -> float:
-    """Hand yaw for grasping: across the object's narrow side, along the pinch line of a
-    round rim, or square to the table."""
-    s = shape(key)
-    if s.radial:  # the fingers close along the line through the rim's centre
-        side = rim_side(key, scene, hand)
-        return float(np.arctan2(-side[0], side[1]))
-    if s.yaw is None:
-        return 0.0
-    return wrap(object_yaw(scene["objects"][key]) + s.yaw)
-
-
-def grasp_point(key: str, scene: dict[str, Any], hand: Hand) -> np.ndarray:
-    """Where the end effector closes on an object, from its pose and its family's grasp."""
-    s, pose = shape(key), np.asarray(scene["objects"][key], dtype=np.float64)
-    lift = np.array([0.0, 0.0, s.grasp])
-    if s.radial:
-        return pose[:3] + np.array([*(s.wall * rim_side(key, scene, hand)), 0.0]) + lift
-    yaw = grasp_yaw(key, scene, hand)
-    closing = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # the fingers' closing axis
-    own = object_yaw(pose)
-    along = np.array([np.cos(own), np.sin(own), 0.0])  # the object's own x axis
-    return pose[:3] + s.wall * closing + s.handle * along + lift
-
-
 def held_object(hand: Hand, scene: dict[str, Any]) -> str | None:
     """The object between the fingers, if the hand grips one at its grasp point."""
     if not hand.gripping:
         return None
-    near = {k: np.linalg.norm(grasp_point(k, scene, hand) - hand.pos) for k in scene["objects"]}
+    near = {k: np.linalg.norm(grasp(k, scene, hand).point - hand.pos) for k in scene["objects"]}
     key = min(near, key=near.get, default=None)
     return key if key is not None and near[key] < 0.05 else None
 
@@ -219,8 +231,8 @@ class Drop:
 def drop_zone(pred: Predicate, scene: dict[str, Any]) -> Drop:
     s = shape(pred.moved)
     if pred.target in scene["sites"]:
-        centre = np.asarray(scene["sites"][pred.target], dtype=np.float64)
         half = np.asarray(scene["site_extents"][pred.target], dtype=np.float64)
+        centre = _free_spot(pred, half, scene)
         top = centre[2] + half[2]
         if pred.name == "in":  # into a container: low, but the hand stays above its rim
             release = max(centre[2] - half[2] + s.bottom + 0.02, top - s.grasp - 0.03)
@@ -235,6 +247,42 @@ def drop_zone(pred: Predicate, scene: dict[str, Any]) -> Drop:
     middle = np.array([c * s.middle[0] - si * s.middle[1], si * s.middle[0] + c * s.middle[1], 0.0])
     clear = _tops_near(centre, pred.moved, scene, top) + s.bottom + 0.05
     return Drop(centre - middle, release, clear)  # its footprint's centre over the point
+
+
+def _free_spot(pred: Predicate, half: np.ndarray, scene: dict[str, Any]) -> np.ndarray:
+    """Where in a region to put the object: its centre, or, when something is in the way
+    there (the first moka pot on the stove, the handles of the drawers above an open
+    one), the spot in the region that stands clearest of it."""
+    centre = np.asarray(scene["sites"][pred.target], dtype=np.float64)
+    radius = shape(pred.moved).radius
+    others = [
+        np.asarray(p[:2], dtype=np.float64)
+        for k, p in scene["objects"].items()
+        if k != pred.moved
+        and not pred.target.startswith(k + "_")  # the basket its region belongs to
+        and np.all(np.abs(p[:2] - centre[:2]) < half[:2] + radius)
+    ]
+    walls = [  # fixture parts above the region's floor, not the one holding the region
+        box
+        for box in scene.get("fixtures", {}).values()
+        if box[5] > centre[2] - half[2] + 0.01
+        and not np.all((box[:3] < centre) & (centre < box[3:]))
+    ]
+
+    def clearance(p: np.ndarray) -> float:
+        gaps = [np.linalg.norm(p[:2] - o) - radius - 0.04 for o in others]
+        gaps += [
+            np.linalg.norm(np.maximum(np.maximum(box[:2] - p[:2], p[:2] - box[3:5]), 0.0)) - radius
+            for box in walls
+        ]
+        gaps += list(half[:2] - np.abs(p[:2] - centre[:2]) - radius)  # it stays inside
+        return min(gaps)
+
+    if clearance(centre) > 0.01:
+        return centre
+    steps = np.linspace(-1.0, 1.0, 9)
+    spots = [centre + np.array([a * half[0], b * half[1], 0.0]) for a in steps for b in steps]
+    return max(spots, key=lambda p: (round(clearance(p), 3), -np.linalg.norm(p - centre)))
 
 
 def _tops_near(point: np.ndarray, moved: str, scene: dict[str, Any], top: float) -> float:
@@ -277,40 +325,42 @@ def carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
 def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     key = pred.moved
     obj = np.asarray(scene["objects"][key][:3], dtype=np.float64)
-    grasp = grasp_point(key, scene, hand)
-    yaw = nearest_turn(grasp_yaw(key, scene, hand), hand.yaw)
-    xy_to_obj = np.linalg.norm((grasp - hand.pos)[:2])
-    near = xy_to_obj < 0.03 and abs(hand.pos[2] - grasp[2]) < 0.04
-    holding = hand.closed and hand.width > EMPTY and np.linalg.norm(grasp - hand.pos) < 0.06
+    hold_at = grasp(key, scene, hand)
+    at, yaw = hold_at.point, hold_at.yaw
+    xy_to_obj = np.linalg.norm((at - hand.pos)[:2])
+    near = xy_to_obj < 0.03 and abs(hand.pos[2] - at[2]) < 0.04
+    holding = hand.closed and hand.width > EMPTY and np.linalg.norm(at - hand.pos) < 0.06
     if hand.closed and not hand.settled and near:  # still closing on it: keep still
         return Motion(hand.pos.copy(), 1.0, "grasp", yaw)
     if not holding:
         if hand.closed and not near:  # holding something else, or nothing: let go in place
             return Motion(hand.pos.copy(), -1.0, "release")
-        travel_z = max(grasp[2] + 0.15, obj[2] + shape(key).top + 0.1, _part_top(hand, scene))
+        travel_z = max(at[2] + 0.15, obj[2] + shape(key).top + 0.1, _part_top(hand, scene))
         if xy_to_obj > 0.05:  # far: travel high, so nothing on the way is swept along
             if hand.pos[2] < travel_z - 0.03:
                 return Motion(np.array([*hand.pos[:2], travel_z]), -1.0, "rise", yaw)
-            return Motion(np.array([*grasp[:2], travel_z]), -1.0, "approach", yaw)
-        if xy_to_obj > (0.025 if hand.pos[2] < grasp[2] + 0.06 else 0.02):
-            hover = np.clip(hand.pos[2], grasp[2] + 0.06, travel_z)
-            return Motion(np.array([*grasp[:2], hover]), -1.0, "align", yaw)
-        if hand.pos[2] > grasp[2] + 0.012:
-            return Motion(grasp, -1.0, "descend", yaw)
+            return Motion(np.array([*at[:2], travel_z]), -1.0, "approach", yaw)
+        if xy_to_obj > (0.025 if hand.pos[2] < at[2] + 0.06 else 0.02):
+            hover = np.clip(hand.pos[2], at[2] + 0.06, travel_z)
+            return Motion(np.array([*at[:2], hover]), -1.0, "align", yaw)
+        if hand.pos[2] > at[2] + 0.012:
+            return Motion(at, -1.0, "descend", yaw)
         return Motion(hand.pos.copy(), 1.0, "grasp", yaw)
     if pred.name == "lift":
         return Motion(np.array([*hand.pos[:2], obj[2] + 0.2]), 1.0, "lift")
     drop = drop_zone(pred, scene)
     offset = hand.pos - obj  # carry the object, not the fingers, over the destination
     carry_z = drop.clear + offset[2]
-    turn = fit_turn(pred, scene)
+    turn = (
+        fit_turn(pred, scene) if not shape(key).radial else clear_turn(drop, hand, obj, key, scene)
+    )
     xy_to_dest = np.linalg.norm((obj - drop.point)[:2])
     over = np.array([drop.point[0] + offset[0], drop.point[1] + offset[1]])
     if xy_to_dest > 0.05:  # far: carry it over, never lower on the way (a stretched arm cannot)
         if hand.pos[2] < carry_z - 0.06:
             return Motion(np.array([*hand.pos[:2], carry_z]), 1.0, "lift")
         return Motion(np.array([*over, max(carry_z, hand.pos[2])]), 1.0, "carry", hand.yaw + turn)
-    if abs(turn) > 0.1:  # turn it to fit before lowering it in
+    if abs(turn) > 0.1 and hand.pos[2] > carry_z - 0.03:  # turn it to fit, then lower it in
         return Motion(np.array([*over, max(carry_z, hand.pos[2])]), 1.0, "turn", hand.yaw + turn)
     release_z = drop.release + offset[2]
     if hand.pos[2] > release_z + 0.01:  # lower it, correcting the rest on the way
@@ -318,6 +368,22 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     if xy_to_dest > 0.025:  # down, but off: correct before letting go
         return Motion(np.array([*over, hand.pos[2]]), 1.0, "lower", hand.yaw + turn)
     return Motion(hand.pos.copy(), -1.0, "release")
+
+
+def clear_turn(drop: Drop, hand: Hand, obj: np.ndarray, key: str, scene: dict[str, Any]) -> float:
+    """Hand rotation, for a round object held by its rim, that leaves the hand clear of
+    what stands around the destination when it lets go (not over a cabinet's face)."""
+    offset = (hand.pos - obj)[:2]
+    for turn in (0.0, np.pi / 4, -np.pi / 4, np.pi / 2, -np.pi / 2, 0.75 * np.pi, -0.75 * np.pi):
+        c, s = np.cos(turn), np.sin(turn)
+        at = drop.point[:2] + np.array(
+            [c * offset[0] - s * offset[1], s * offset[0] + c * offset[1]]
+        )
+        height = drop.release + hand.pos[2] - obj[2]
+        option = Grasp(np.array([*at, height]), hand.yaw + turn)
+        if _clearance(option, key, scene, inside=drop.point) > 0.03:
+            return turn
+    return 0.0
 
 
 def fit_turn(pred: Predicate, scene: dict[str, Any]) -> float:
@@ -369,6 +435,8 @@ def turn_knob(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
 # ---------------------------------------------------------------- Open / Close
 def articulate(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     p = part(part_of(pred.target, scene), scene)
+    if held_object(hand, scene) is not None:
+        return Motion(hand.pos.copy(), -1.0, "release")  # put down what it holds first
     if p.kind.motion == "slide":
         return slide_drawer(p, pred.name == "open", hand)
     return swing_door(p, pred.name == "open", hand)
