@@ -160,6 +160,9 @@ class LiberoEnv(Env):
         ]
         self._base = model.body_name2id("robot0_base")
         self._fixture_geoms = self._geoms_of(self._env.env.fixtures_dict)
+        self._fixture_bodies = {
+            name: self._env.env.obj_body_id[name] for name in self._env.env.fixtures_dict
+        }
         self._obs: dict[str, Any] = {}
         self._success = False
         self.home, self.home_quat = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])
@@ -278,6 +281,12 @@ class LiberoEnv(Env):
             "site_extents": extents,
             "joints": joints,
             "fixtures": self._fixture_boxes(),  # with their drawers and doors as they are now
+            "fixture_poses": {  # where each fixture stands and which way it faces
+                name: np.concatenate([data.body_xpos[i], np.roll(data.body_xquat[i], -1)]).astype(
+                    np.float32
+                )
+                for name, i in self._fixture_bodies.items()
+            },
             "eef_quat": np.asarray(o["robot0_eef_quat"], np.float32),
             "base": np.asarray(data.body_xpos[self._base], np.float32),  # where the arm stands
             "gripper_qvel": np.asarray(o["robot0_gripper_qvel"], np.float32),

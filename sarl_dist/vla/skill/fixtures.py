@@ -55,6 +55,13 @@ KINDS: dict[str, Kind] = {
     ),
 }
 _JOINT = re.compile(r"^(?P<fixture>.+?)_(?P<n>\d+)_(?P<part>.+)$")
+# Fixtures whose regions are entered from the side, not from above (a microwave has a
+# top, a shelf's layers have boards above them): the way out of the opening, in the
+# fixture's own frame.
+SIDE_ENTRY: dict[str, tuple[float, float]] = {
+    "microwave": (0.0, -1.0),
+    "wooden_two_layer_shelf": (0.0, -1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -103,3 +110,15 @@ def part_state(joint: str, scene: dict[str, Any]) -> str | None:
     if p is None:
         return None
     return next((name for name, (lo, hi) in p.kind.states.items() if lo < p.q < hi), None)
+
+
+def side_entry(region: str, scene: dict[str, Any]) -> np.ndarray | None:
+    """The horizontal unit vector out of the opening a region is entered through, if the
+    region is entered from the side (inside a microwave, a shelf's layer)."""
+    m = re.match(r"^(?P<fixture>.+?_\d+)_", region)
+    pose = scene.get("fixture_poses", {}).get(m["fixture"]) if m else None
+    way = SIDE_ENTRY.get(re.sub(r"_\d+$", "", m["fixture"])) if m else None
+    if pose is None or way is None:
+        return None
+    out = quat_to_matrix(np.asarray(pose[3:7], dtype=np.float64)) @ np.array([*way, 0.0])
+    return out[:2] / np.linalg.norm(out[:2])

@@ -52,7 +52,9 @@ class Shape:
     along it, clear of what stands beside the object): its near side when the object is
     far from the robot, its far side when near (`wall` is then the rim's radius).
     middle: where its footprint's centre is, in its own frame (what is centred on a slot).
-    radius: how far its footprint reaches from there.
+    radius: how far its footprint reaches from there. side: the grasp for putting it in
+    through an opening (a microwave's door), the hand outside: (x, y) of a handle in its
+    own frame and the grasp height, the fingers across its own y axis.
     """
 
     bottom: float
@@ -64,6 +66,7 @@ class Shape:
     radial: bool = False
     middle: tuple[float, float] = (0.0, 0.0)
     radius: float = 0.04
+    side: tuple[float, float, float] | None = None
 
 
 HALF_PI = 1.5707963
@@ -83,8 +86,8 @@ SHAPES: dict[str, Shape] = {
     "new_salad_dressing": Shape(0.023, 0.123, 0.08),
     "salad_dressing": Shape(0.073, 0.073, 0.03),
     "bbq_sauce": Shape(0.055, 0.052, 0.02),
-    "porcelain_mug": Shape(0.0, 0.108, 0.09, wall=-0.045, radius=0.06),
-    "white_yellow_mug": Shape(0.0, 0.103, 0.09, wall=-0.045, radius=0.065),
+    "porcelain_mug": Shape(0.0, 0.108, 0.09, wall=-0.045, radius=0.06, side=(-0.06, 0.0, 0.06)),
+    "white_yellow_mug": Shape(0.0, 0.103, 0.09, wall=-0.045, radius=0.065, side=(0.064, 0.0, 0.06)),
     "red_coffee_mug": Shape(0.0, 0.131, 0.11, wall=-0.045, radius=0.06),
     "black_book": Shape(0.0, 0.137, 0.1, yaw=HALF_PI, middle=(0.0, -0.012), radius=0.055),
     "yellow_book": Shape(0.0, 0.124, 0.09, yaw=HALF_PI, radius=0.05),

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sarl_dist.vla.geometry import hand_down, hand_yaw, lean, orientation_error
-from sarl_dist.vla.skill.fixtures import Part, part, part_of
+from sarl_dist.vla.geometry import hand_down, hand_yaw, lean, orientation_error, quat_to_matrix
+from sarl_dist.vla.skill.fixtures import Part, part, part_of, side_entry
 from sarl_dist.vla.skill.goal import Predicate
 from sarl_dist.vla.skill.objects import shape
 
@@ -127,15 +127,15 @@ class Grasp:
     yaw: float  # the hand's yaw: the fingers close along (-sin yaw, cos yaw)
 
 
-def grasp(key: str, scene: dict[str, Any], hand: Hand) -> Grasp:
+def grasp(key: str, scene: dict[str, Any], hand: Hand, side: bool = False) -> Grasp:
     """How to take hold of an object, from its pose and its family's grasp.
 
     Where the family leaves a choice (the side of a round rim, the spot along a handle):
     the one the closed hand is at (holding it, or closing on it); else the first, in the
     family's order of preference, where the hand stands clear of fixture parts and taller
-    objects, else the clearest.
+    objects, else the clearest. `side`: to put it in through an opening (by its handle).
     """
-    options = _grasp_options(key, scene)
+    options = _grasp_options(key, scene, side)
     if len(options) == 1:
         return options[0]
     if hand.closed:
@@ -152,9 +152,14 @@ def grasp(key: str, scene: dict[str, Any], hand: Hand) -> Grasp:
     return best
 
 
-def _grasp_options(key: str, scene: dict[str, Any]) -> list[Grasp]:
+def _grasp_options(key: str, scene: dict[str, Any], side: bool = False) -> list[Grasp]:
     """The family's ways to hold the object, most preferred first."""
     s, pose = shape(key), np.asarray(scene["objects"][key], dtype=np.float64)
+    own = object_yaw(pose)
+    c, si = np.cos(own), np.sin(own)
+    if side and s.side is not None:  # by the handle, the fingers across the object's y axis;
+        # where the handle is follows the object however it tilts (it hangs from the hand)
+        return [Grasp(pose[:3] + quat_to_matrix(pose[3:7]) @ np.asarray(s.side), own)]
     lift = np.array([0.0, 0.0, s.grasp])
     if s.radial:  # round rim: pinched across its wall, the hand along the line through it;
         # first the side facing the robot when far from it (the arm stays bent), else away
@@ -170,10 +175,8 @@ def _grasp_options(key: str, scene: dict[str, Any]) -> list[Grasp]:
             )
             for a in angles
         ]
-    own = object_yaw(pose)
     yaw = 0.0 if s.yaw is None else wrap(own + s.yaw)
     closing = np.array([-np.sin(yaw), np.cos(yaw), 0.0])  # the fingers' closing axis
-    c, si = np.cos(own), np.sin(own)
     handle = np.array([c * s.handle[0] - si * s.handle[1], si * s.handle[0] + c * s.handle[1], 0])
     spots = (1.0, 1.2, 0.8) if s.handle != (0.0, 0.0) else (0.0,)
     return [Grasp(pose[:3] + s.wall * closing + k * handle + lift, yaw) for k in spots]
@@ -212,7 +215,10 @@ def held_object(hand: Hand, scene: dict[str, Any]) -> str | None:
     """The object between the fingers, if the hand grips one at its grasp point."""
     if not hand.gripping:
         return None
-    near = {k: np.linalg.norm(grasp(k, scene, hand).point - hand.pos) for k in scene["objects"]}
+    near = {
+        k: min(np.linalg.norm(grasp(k, scene, hand, side).point - hand.pos) for side in (0, 1))
+        for k in scene["objects"]
+    }
     key = min(near, key=near.get, default=None)
     return key if key is not None and near[key] < 0.05 else None
 
@@ -325,7 +331,8 @@ def carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
 def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     key = pred.moved
     obj = np.asarray(scene["objects"][key][:3], dtype=np.float64)
-    hold_at = grasp(key, scene, hand)
+    entry = side_entry(pred.target, scene) if pred.name == "in" else None
+    hold_at = grasp(key, scene, hand, side=entry is not None)
     at, yaw = hold_at.point, hold_at.yaw
     xy_to_obj = np.linalg.norm((at - hand.pos)[:2])
     near = xy_to_obj < 0.03 and abs(hand.pos[2] - at[2]) < 0.04
@@ -348,6 +355,8 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
         return Motion(hand.pos.copy(), 1.0, "grasp", yaw)
     if pred.name == "lift":
         return Motion(np.array([*hand.pos[:2], obj[2] + 0.2]), 1.0, "lift")
+    if entry is not None:
+        return _insert(pred, hand, obj, entry, scene)
     drop = drop_zone(pred, scene)
     offset = hand.pos - obj  # carry the object, not the fingers, over the destination
     carry_z = drop.clear + offset[2]
@@ -367,6 +376,40 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
         return Motion(np.array([*over, release_z]), 1.0, "lower", hand.yaw + turn)
     if xy_to_dest > 0.025:  # down, but off: correct before letting go
         return Motion(np.array([*over, hand.pos[2]]), 1.0, "lower", hand.yaw + turn)
+    return Motion(hand.pos.copy(), -1.0, "release")
+
+
+def _insert(
+    pred: Predicate, hand: Hand, obj: np.ndarray, out: np.ndarray, scene: dict[str, Any]
+) -> Motion:
+    """Slide a held object into a region through its opening (`out` points out of it).
+
+    The object is turned so the hand is on its outer side, carried to a point in front
+    of the opening, lowered to just above the region's floor and pushed in as deep as
+    the hand can follow while staying outside (a microwave's top, a shelf's board).
+    """
+    s = shape(pred.moved)
+    centre = np.asarray(scene["sites"][pred.target], dtype=np.float64)
+    half = np.asarray(scene["site_extents"][pred.target], dtype=np.float64)
+    depth = float(abs(out[0]) * half[0] + abs(out[1]) * half[1])  # centre to opening
+    offset = hand.pos - obj
+    behind = float(np.dot(offset[:2], out))  # how far outside the object the hand is
+    turn = wrap(float(np.arctan2(out[1], out[0]) - np.arctan2(offset[1], offset[0])), 2 * np.pi)
+    floor_z = centre[2] - half[2] + s.bottom + 0.03 + offset[2]  # above its front edge
+    along = float(np.dot(obj[:2] - centre[:2], out))
+    lateral = obj[:2] - centre[:2] - along * out
+    deepest = max(0.0, depth + 0.035 - behind)  # the hand 3.5 cm outside the opening
+    if along > depth + s.radius - 0.01:  # still outside: to the opening, turned, lowered
+        ahead = centre[:2] + (depth + s.radius + 0.04) * out + offset[:2]
+        clear = _tops_near(centre, pred.moved, scene, centre[2] + half[2]) + s.bottom + 0.05
+        if np.linalg.norm(ahead - hand.pos[:2]) > 0.03 or abs(turn) > 0.15:
+            height = max(clear + offset[2], hand.pos[2])
+            return Motion(np.array([*ahead, height]), 1.0, "carry", hand.yaw + turn)
+        if hand.pos[2] > floor_z + 0.01:
+            return Motion(np.array([*ahead, floor_z]), 1.0, "lower", hand.yaw + turn)
+    if along > min(deepest + 0.025, depth - 0.005) or np.linalg.norm(lateral) > 0.02:
+        inside = centre[:2] + deepest * out + offset[:2]
+        return Motion(np.array([*inside, floor_z]), 1.0, "insert", hand.yaw + turn)
     return Motion(hand.pos.copy(), -1.0, "release")
 
 
@@ -461,7 +504,9 @@ def slide_drawer(p: Part, opening: bool, hand: Hand) -> Motion:
         push_to = bar + (p.q - 0.012) * out  # where the bar is once the drawer is shut
         behind = float(np.dot(hand.pos - front, out))  # > 0: the hand is in front of it
         lined_up = np.linalg.norm((hand.pos - front) - behind * out) < 0.03
-        if not hand.closed:
+        if not hand.closed:  # a fist to push with, made clear of what it last let go of
+            if hand.pos[2] < safe_z - 0.03:
+                return Motion(np.array([*hand.pos[:2], safe_z]), -1.0, "rise", yaw, tilt)
             return Motion(hand.pos.copy(), 1.0, "close", yaw, tilt)
         if lined_up and abs(hand.pos[2] - bar[2]) < 0.02 and behind > -0.02:
             return Motion(np.array([*push_to[:2], bar[2]]), 1.0, "push", yaw, tilt)
@@ -538,7 +583,9 @@ def swing_door(p: Part, opening: bool, hand: Hand) -> Motion:
     contact = p.handle - 0.04 * (p.handle - hinge) / np.linalg.norm((p.handle - hinge)[:2])
     contact = contact + 0.03 * outward
     start = contact + 0.05 * outward
-    if not hand.closed:
+    if not hand.closed:  # a fist to push with, made clear of what it last let go of
+        if hand.pos[2] < safe_z - 0.03:
+            return Motion(np.array([*hand.pos[:2], safe_z]), -1.0, "rise", yaw)
         return Motion(hand.pos.copy(), 1.0, "close", yaw)
     lateral = float(np.dot((hand.pos - contact)[:2], outward[:2]))
     if abs(hand.pos[2] - p.handle[2]) < 0.03 and -0.01 < lateral < 0.07:
