@@ -155,6 +155,17 @@ def test_reset_to_home_returns_the_arm(env):
             "put the yellow and white mug in the microwave and close it",
             ["put the yellow and white mug in the microwave", "close the microwave"],
         ),
+        (
+            "put both moka pots on the stove",
+            [
+                "pick up the left moka pot and put it on the stove",
+                "pick up the right moka pot and put it on the stove",
+            ],
+        ),
+        (
+            "open the top drawer and put the bowl inside",
+            ["open the top drawer", "put the bowl in the top drawer"],
+        ),
     ],
 )
 def test_template_decompositions(task, steps):
@@ -185,3 +196,21 @@ def test_sarl_on_libero_through_the_served_skill_vla(tmp_path):
     videos = sorted(p.name for p in (run.path / "videos").glob("*.mp4"))  # at 0 and at 2
     assert [v[:13] for v in videos] == ["eval-00000-00", "eval-00002-00"]
     assert all((run.path / "videos" / v).stat().st_size > 1000 for v in videos)
+
+
+def test_the_proposer_offers_every_step_of_the_atomic_sequences():
+    """Each prompt of a task's atomic sequence is a decomposition step, which the template
+    proposer offers first in every query, so SARL can learn the sequence."""
+    from sarl_dist.envs.libero import ORACLE_PROMPTS
+
+    for task, prompts in ORACLE_PROMPTS.items():
+        if len(decompose(task)) > 1:
+            assert set(prompts) <= set(decompose(task)), task
+    for task in (
+        "turn on the stove and put the moka pot on it",
+        "put the black bowl in the bottom drawer of the cabinet and close it",
+        "put both moka pots on the stove",
+        "put the yellow and white mug in the microwave and close it",
+        "open the top drawer and put the bowl inside",
+    ):
+        assert len(decompose(task)) > 1 and set(ORACLE_PROMPTS[task]) <= set(decompose(task))

@@ -86,20 +86,19 @@ def holds(pred: Predicate, scene: dict[str, Any]) -> bool:
 def order(goal: Goal) -> Goal:
     """The goal's predicates in an order that can be carried out.
 
-    A drawer is opened before something is put in it and closed after; an object that
-    another is to be stacked on is moved to its own place first. Otherwise the goal's order.
+    A drawer that is only to be shut is shut first (it is out of the way then); a drawer
+    is opened before something is put in it and shut after; an object that another is to
+    be stacked on is moved to its own place first. Otherwise the goal's order.
     """
+    inside = {q.target for q in goal if q.name == "in"}
+    bases = {q.target for q in goal if q.name == "on"}
 
     def rank(p: Predicate) -> int:
-        inside = [q.target for q in goal if q.name == "in"]
-        bases = [q.target for q in goal if q.name == "on"]
-        if p.name == "open":
-            return 0
-        if p.name == "close" and p.target in inside:
-            return 3
-        if p.moved is not None and p.moved in bases:
+        if p.name == "close":
+            return 4 if p.target in inside else 0
+        if p.moved is None:
             return 1
-        return 2 if p.moved is not None else 1
+        return 2 if p.moved in bases else 3
 
     return tuple(sorted(goal, key=rank))
 

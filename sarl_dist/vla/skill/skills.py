@@ -121,6 +121,10 @@ def reach_lean(point: np.ndarray, scene: dict[str, Any]) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- grasps
+# The hand's footprint, sampled: along its closing axis and across it (m).
+_FOOTPRINT = np.array([(a, b) for a in (-0.1, -0.05, 0, 0.05, 0.1) for b in (-0.032, 0.0, 0.032)])
+
+
 @dataclass(frozen=True)
 class Grasp:
     point: np.ndarray  # where the end effector is when the fingers close
@@ -191,23 +195,18 @@ def _clearance(
     along = np.array([-np.sin(option.yaw), np.cos(option.yaw)])
     across = np.array([-along[1], along[0]])
     bottom, top = option.point[2] + 0.03, option.point[2] + 0.12
-    points = [
-        option.point[:2] + a * along + b * across
-        for a in (-0.1, -0.05, 0, 0.05, 0.1)
-        for b in (-0.032, 0.0, 0.032)
-    ]
+    points = option.point[:2] + _FOOTPRINT[:, :1] * along + _FOOTPRINT[:, 1:] * across
     clear = np.inf
     for box in scene.get("fixtures", {}).values():
         if inside is not None and np.all((box[:3] < inside) & (inside < box[3:])):
             continue
         if box[5] > bottom and box[2] < top:
-            for p in points:
-                gap = np.maximum(np.maximum(box[:2] - p, p - box[3:5]), 0.0)
-                clear = min(clear, float(np.linalg.norm(gap)))
+            gap = np.maximum(np.maximum(box[:2] - points, points - box[3:5]), 0.0)
+            clear = min(clear, float(np.linalg.norm(gap, axis=1).min()))
     for other, pose in scene["objects"].items():
         if other != key and pose[2] + shape(other).top > bottom:
-            for p in points:
-                clear = min(clear, float(np.linalg.norm(p - pose[:2])) - 0.04)
+            gaps = np.linalg.norm(points - np.asarray(pose[:2]), axis=1) - 0.04
+            clear = min(clear, float(gaps.min()))
     return clear
 
 
@@ -521,7 +520,8 @@ def slide_drawer(p: Part, opening: bool, hand: Hand) -> Motion:
     yaw, tilt, roll = across, np.pi / 2, np.pi / 2
     grip = bar + 0.004 * out
     front = grip + 0.12 * out
-    turned = np.linalg.norm(orientation_error(hand_down(yaw, tilt, roll), hand.quat)) < 0.15
+    pose = Motion(hand.pos, 0.0, "", yaw, tilt, roll).orientation(hand)
+    turned = np.linalg.norm(orientation_error(pose, hand.quat)) < 0.15
     along = float(np.dot(hand.pos - grip, out))  # how far in front of the bar the hand is
     off_line = np.linalg.norm((hand.pos - grip) - along * out)
     at_bar = along < 0.03 and off_line < 0.02
