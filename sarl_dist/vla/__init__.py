@@ -71,7 +71,7 @@ def make_server_policy(name: str, cfg: Config) -> tuple[VLAPolicy, dict[str, Any
         policy = SkillChainVLA(cfg.env.skill_chain, seed=cfg.seed)
         return policy, {"policy": name, "action_dim": NUM_SKILLS, "action_horizon": policy.horizon}
     if name == "skill":
-        from sarl_dist.vla.skill_vla import HORIZON, SkillVLA
+        from sarl_dist.vla.skill import HORIZON, SkillVLA
 
         policy = SkillVLA(
             seed=cfg.seed, action_noise=cfg.vla.action_noise, p_partial=cfg.vla.p_partial

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from sarl_dist.core.prompt_cache import normalize_prompt
+from sarl_dist.prompt_text import normalize_prompt
 
 
 @dataclass(frozen=True)

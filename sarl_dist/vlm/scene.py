@@ -64,7 +64,7 @@ def _declared(group: list) -> list[str]:
 def scene_from_bddl(path: str) -> Scene:
     from bddl.parsing import scan_tokens
 
-    from sarl_dist.vla.skill_vla import object_phrases
+    from sarl_dist.libero_objects import object_phrases
 
     groups = {g[0]: g[1:] for g in scan_tokens(filename=path) if isinstance(g, list) and g}
     fixtures = [t for t in _declared(groups.get(":fixtures", [])) if not _TABLES.search(t)]
@@ -84,7 +84,7 @@ def scene_from_bddl(path: str) -> Scene:
 
 
 def libero_scene(cfg: EnvConfig) -> Scene:
-    from sarl_dist.envs.libero import _suite, resolve_task
+    from sarl_dist.libero_setup import libero_suite, resolve_task
 
-    suite = _suite(cfg)
+    suite = libero_suite(cfg.libero.suite)
     return scene_from_bddl(suite.get_task_bddl_file_path(resolve_task(suite, cfg.task)))

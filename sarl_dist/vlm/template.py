@@ -5,7 +5,9 @@ a long-horizon LIBERO sentence and, where known, the scene's objects and fixture
 from LIBERO's BDDL, vlm/scene.py) it derives:
 
 - decompositions into atomic LIBERO-90-style instructions ("put both the X and the Y in
-  the Z" -> one pick-and-place per object; "A and close it" -> A, "close the Z"),
+  the Z" -> one pick-and-place per object, "both Xs" -> the left X and the right X;
+  "A and close it" -> A, "close the Z"; "open the Z and put the X inside" -> "open the
+  Z", "put the X in the Z"),
 - paraphrases of those (some the skill VLA knows, some it does not: "deposit ...", another
   word for the object),
 - plausible-but-wrong variants: pick only, another object of the scene to the same place,
@@ -28,11 +30,12 @@ from __future__ import annotations
 
 import re
 
-from sarl_dist.core.prompt_cache import normalize_prompt
+from sarl_dist.prompt_text import normalize_prompt
 from sarl_dist.vlm.base import ProposalRequest
 from sarl_dist.vlm.scene import Scene
 
 _BOTH = re.compile(r"^put both the (?P<a>.+?) and the (?P<b>.+?) (?P<rel>in|on) the (?P<dst>.+)$")
+_BOTH_PLURAL = re.compile(r"^put both (?:the )?(?P<kind>.+?)s (?P<rel>in|on) the (?P<dst>.+)$")
 _PLACE = re.compile(
     r"^(?:put|pick up) the (?P<obj>.+?) (?:and (?:put|place) it )?(?P<rel>in|on|into|onto) "
     r"(?:the )?(?P<dst>.+)$"
@@ -50,6 +53,11 @@ def decompose(task: str) -> list[str]:
     m = _BOTH.match(text)
     if m:
         return [_pick_place(m["a"], m["rel"], m["dst"]), _pick_place(m["b"], m["rel"], m["dst"])]
+    m = _BOTH_PLURAL.match(text)  # "both moka pots": the left one and the right one
+    if m:
+        return [
+            _pick_place(f"{side} {m['kind']}", m["rel"], m["dst"]) for side in ("left", "right")
+        ]
     clauses = _CLAUSES.split(text)
     steps: list[str] = []
     last_place = None
@@ -59,7 +67,8 @@ def decompose(task: str) -> list[str]:
         pm = _PLACE.match(clause)
         if pm:
             last_place = pm["dst"].removeprefix("the ")
-        subject = re.match(r"^turn (?:on|off) the (?P<obj>.+)$", clause)
+        clause = re.sub(r" inside$", f" in the {last_place}", clause) if last_place else clause
+        subject = re.match(r"^(?:turn (?:on|off)|open|close) the (?P<obj>.+)$", clause)
         if subject:
             last_place = subject["obj"]
         steps.append(clause)

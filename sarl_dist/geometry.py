@@ -38,14 +38,41 @@ def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
     return matrix_to_rotvec(quat_to_matrix(q)).astype(np.float32)
 
 
-def orientation_error(target_quat: np.ndarray, current_quat: np.ndarray) -> np.ndarray:
-    """World-frame axis-angle rotation taking the current orientation to the target."""
-    return matrix_to_rotvec(quat_to_matrix(target_quat) @ quat_to_matrix(current_quat).T)
+def orientation_error(target: np.ndarray, current_quat: np.ndarray) -> np.ndarray:
+    """World-frame axis-angle rotation taking the current orientation to the target
+    (a quaternion or a rotation matrix)."""
+    target = np.asarray(target, dtype=np.float64)
+    goal = target if target.shape == (3, 3) else quat_to_matrix(target)
+    return matrix_to_rotvec(goal @ quat_to_matrix(current_quat).T)
 
 
 def down_quat(yaw: float) -> np.ndarray:
     """The gripper pointing straight down, turned by `yaw` about the world z axis."""
     return np.array([np.cos(yaw / 2), np.sin(yaw / 2), 0.0, 0.0])
+
+
+def hand_down(yaw: float, tilt: float = 0.0, roll: float = 0.0) -> np.ndarray:
+    """Rotation of a gripper pointing down, turned by `yaw` about the world z axis, its
+    fingers tipped by `tilt` toward the hand's -x (so the wrist stays back from what the
+    fingertips push), then rolled by `roll` about its own pointing axis."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    down = np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
+    ct, st = np.cos(tilt), np.sin(tilt)
+    cr, sr = np.cos(roll), np.sin(roll)
+    tipped = np.array([[ct, 0.0, -st], [0.0, 1.0, 0.0], [st, 0.0, ct]])
+    return down @ tipped @ np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
+
+
+def lean(rot: np.ndarray, toward: np.ndarray) -> np.ndarray:
+    """`rot` turned about a horizontal axis so that its z axis tips toward the horizontal
+    vector `toward` by |toward| radians."""
+    angle = float(np.linalg.norm(toward))
+    if angle < 1e-9:
+        return rot
+    k = np.cross([0.0, 0.0, -1.0], [toward[0] / angle, toward[1] / angle, 0.0])
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    turn = np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
+    return turn @ rot
 
 
 def hand_yaw(q: np.ndarray) -> float:

@@ -1,0 +1,190 @@
+"""How the skill VLA hears a prompt: a taught skill, a grammar parse, or a documented failure.
+
+1. A LIBERO-90 instruction in its own scene means its taught goal (curriculum.py),
+   compound ones included.
+2. A prompt one word away from one of this scene's taught instructions is heard as that
+   instruction (fine-tuned VLAs follow the memorised task when one word changes, as
+   LIBERO-PRO measured); which one, when several, is fixed by a hash of the prompt.
+3. Any other compound sentence (two clauses, "both X and Y", "then": every LIBERO-10
+   sentence) collapses into one skill: for a fraction `p_partial` of sentences its first
+   clause, for the others a pick-and-place of an object to a place chosen by a hash.
+   Which of the two is fixed by the words, as a trained model misreads a sentence
+   consistently, so repeating the sentence never completes its second part.
+4. An atomic sentence is parsed into one predicate with the words of words.py. Words for
+   an object that match nothing here land on a stable wrong object (a hash of the words)
+   that is not the one being moved; a destination that would be the moved object itself
+   is not understood; an unknown verb is not understood. Not understood: the arm holds still.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from sarl_dist.vla.skill.curriculum import lessons
+from sarl_dist.vla.skill.goal import Goal, Predicate
+from sarl_dist.vla.skill.words import CONTAINERS, beside, fixture_place, refer, top_of
+
+_RELATIONS = (
+    "to the left of|to the right of|to the front of|to the back of|in front of|behind|"
+    "on top of|into|inside|onto|under|in|on"
+)
+_PICK_PLACE = re.compile(
+    r"^(?:pick up|pick|grab|take) the (?P<obj>.+?) and (?:put|place|move|set) (?:it|them) "
+    r"(?P<rest>.+)$"
+)
+_PUT = re.compile(r"^(?P<verb>put|place|move|set|stack|push) the (?P<rest>.+)$")
+_SPLIT = re.compile(rf" (?P<rel>{_RELATIONS}) ")
+_ARTICULATE = re.compile(r"^(?P<verb>open|close|shut) the (?P<what>.+)$")
+_STOVE = re.compile(r"^(?:turn|switch) (?:(?P<a>on|off) the stove|the stove (?P<b>on|off))$")
+_LIFT = re.compile(r"^(?:pick up|grab|lift|take) the (?P<obj>.+)$")
+_COMPOUND = re.compile(
+    r" and (?:put|place)\b(?! (?:it|them)\b)| and (?:close|open|turn|pick|push|stack)\b|"
+    r"\bboth\b|\bthen\b"
+)
+
+
+def unit_hash(words: str) -> float:
+    """A number in [0, 1) fixed by the words."""
+    return int.from_bytes(hashlib.sha256(words.encode()).digest()[:8], "little") / 2**64
+
+
+def stable_choice(words: str, options: list[str]) -> str:
+    return sorted(options)[int(unit_hash(words) * len(options))]
+
+
+def movable(scene: dict[str, Any]) -> list[str]:
+    """Objects a pick-and-place can move (not containers others go into)."""
+    return [k for k in scene["objects"] if not k.startswith(CONTAINERS)]
+
+
+def recall(text: str, scene_name: str | None) -> str:
+    """The instruction the VLA hears: a near-copy of a taught one is heard as that one."""
+    taught = lessons(scene_name)
+    if text in taught:
+        return text
+    words = text.split()
+    near = [
+        t
+        for t in taught
+        if len(t.split()) == len(words)
+        and sum(a != b for a, b in zip(t.split(), words, strict=True)) == 1
+    ]
+    return stable_choice(text, near) if near else text
+
+
+def understand(text: str, scene: dict[str, Any], p_partial: float) -> Goal | None:
+    """The goal a normalised prompt means in this scene, or None (not understood)."""
+    text = recall(text, scene.get("scene"))
+    taught = lessons(scene.get("scene"))
+    if text in taught:
+        return taught[text]
+    if _COMPOUND.search(text):
+        return _collapse(text, scene, p_partial)
+    pred = parse(text, scene)
+    return (pred,) if pred is not None else None
+
+
+def parse(text: str, scene: dict[str, Any]) -> Predicate | None:
+    """One atomic instruction as one predicate (None: not understood)."""
+    if m := _PICK_PLACE.match(text):
+        return _placement(m["obj"], m["rest"], scene, push=False)
+    if m := _PUT.match(text):
+        for split in _SPLIT.finditer(m["rest"]):  # the first split whose object is known
+            obj = m["rest"][: split.start()]
+            if refer(obj, scene) is not None:
+                break
+        else:
+            split = _SPLIT.search(m["rest"])
+            if split is None:
+                return None
+            obj = m["rest"][: split.start()]
+        return _placement(obj, m["rest"][split.start() + 1 :], scene, push=m["verb"] == "push")
+    if m := _ARTICULATE.match(text):
+        what = m["what"].removesuffix(" door")
+        place = fixture_place(what, scene)
+        if place is None:
+            return None
+        target = place[1] if "drawer" in what else _fixture(place[1])
+        return Predicate("open" if m["verb"] == "open" else "close", (target,))
+    if m := _STOVE.match(text):
+        stove = fixture_place("stove", scene)
+        return Predicate(f"turn{m['a'] or m['b']}", (_fixture(stove[1]),)) if stove else None
+    if m := _LIFT.match(text):
+        return Predicate("lift", (_object(m["obj"], scene, avoid=None),))
+    return None
+
+
+def _fixture(site: str) -> str:
+    """The fixture a region belongs to: flat_stove_1_cook_region -> flat_stove_1."""
+    return re.match(r"^(.+?_\d+)_", site)[1]
+
+
+def _object(phrase: str, scene: dict[str, Any], avoid: str | None) -> str:
+    """The object a phrase names, or a stable wrong one (never `avoid`) for unknown words."""
+    key = refer(phrase, scene)
+    if key is not None:
+        return key
+    return stable_choice(phrase, [k for k in movable(scene) if k != avoid] or movable(scene))
+
+
+def _placement(obj_words: str, rest: str, scene: dict[str, Any], push: bool) -> Predicate | None:
+    """ "<relation> the <place>" for an object: In/On with a region or an object."""
+    m = re.match(rf"^(?P<rel>{_RELATIONS}) (?:the )?(?P<dst>.+)$", rest)
+    if m is None:
+        return None
+    rel, dst = m["rel"], m["dst"]
+    where = _destination(rel, dst, scene)
+    obj = _object(obj_words, scene, avoid=where[1] if where else None)
+    if where is None:  # a place it does not know: a stable wrong one, never the object
+        places = [k for k in (*scene["sites"], *movable(scene)) if k != obj and "burner" not in k]
+        where = ("on", stable_choice(dst, places))
+    if where[1] == obj:
+        return None
+    return Predicate(where[0], (obj, where[1]), push=push)
+
+
+def _destination(rel: str, dst: str, scene: dict[str, Any]) -> tuple[str, str] | None:
+    if rel.startswith(("to the", "in front", "behind")):
+        side = rel.removeprefix("to the ").removesuffix(" of").replace("in front", "front")
+        anchor = refer(dst, scene)
+        site = beside(side, anchor or dst.replace(" ", "_"), scene)
+        return ("on", site) if site else None
+    if rel == "under":
+        shelf = fixture_place(dst, scene)
+        return ("in", shelf[1].replace("_top_region", "_bottom_region")) if shelf else None
+    if rel == "on top of" and (site := top_of(dst, scene)):
+        return "on", site
+    if place := fixture_place(dst, scene):
+        return place
+    if rel == "on" and (site := top_of(dst, scene)):  # "on the cabinet"
+        return "on", site
+    key = refer(dst, scene)
+    return ("on", key) if key else None  # on, or "in the bowl": LIBERO's On either way
+
+
+def _collapse(text: str, scene: dict[str, Any], p_partial: float) -> Goal | None:
+    """A compound sentence becomes one skill: its first clause, or a misgrounded one."""
+    first = re.split(
+        r" and (?=(?:put|place|close|open|turn|pick|push|stack)\b(?! (?:it|them)\b))|,? then ",
+        text,
+    )[0]
+    first = re.sub(
+        r"\bboth (?:the )?(.+?) and (?:the )?.+? (in|on|into|onto) the", r"the \1 \2 the", first
+    )
+    first = re.sub(r"\bboth (?:the )?(.+?)s (in|on|into|onto) the", r"the \1 \2 the", first)
+    if unit_hash(text) < p_partial:
+        pred = parse(first, scene) if not _COMPOUND.search(first) else None
+        return (pred,) if pred is not None else None
+    objects = movable(scene)
+    if not objects:
+        return None
+    obj = stable_choice(text, objects)
+    places = [
+        s for s in scene["sites"] if s.endswith(("contain_region", "cook_region", "top_side"))
+    ] + [k for k in scene["objects"] if k.startswith("plate") and k != obj]
+    if not places:
+        return None
+    place = stable_choice(text[::-1], places)
+    return (Predicate("in" if place.endswith("contain_region") else "on", (obj, place)),)
