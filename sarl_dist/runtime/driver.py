@@ -26,12 +26,14 @@ import os
 import shutil
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import ray
 from ray.util.placement_group import (
+    PlacementGroup,
     placement_group,
     placement_group_table,
     remove_placement_group,
@@ -141,8 +143,19 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 
 class Driver:
-    def __init__(self, cfg: Config, run: RunDir, show_progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        run: RunDir,
+        show_progress: bool = True,
+        placement: PlacementGroup | None = None,
+        on_eval: Callable[[dict], None] | None = None,
+    ) -> None:
+        """`placement`: a placement group already holding this run's bundles (a Ray Tune
+        trial's), used instead of one of its own; `on_eval(record)` after each evaluation
+        point, once what it saw is checkpointed."""
         self.cfg, self.run = cfg, run
+        self._given_pg, self.on_eval = placement, on_eval
         self.spec = env_spec(cfg)
         self.state = DriverState()
         self.progress = Progress(
@@ -188,9 +201,15 @@ class Driver:
         rt, vla = self.cfg.runtime, self.cfg.vla
         replicas = vla.replicas if vla.kind == "skill" else 0
         bundles = placement_bundles(self.cfg)
-        self._pg = placement_group(
-            bundles, strategy=rt.placement, name=f"sarl-{self.run.path.name}"
-        )
+        if self._given_pg is not None:
+            self._pg = self._given_pg
+            given = [{k: v for k, v in b.items() if v} for b in self._pg.bundle_specs]
+            if given != [{k: v for k, v in b.items() if v} for b in bundles]:
+                raise RunError(f"the placement group given holds {given}, this run needs {bundles}")
+        else:
+            self._pg = placement_group(
+                bundles, strategy=rt.placement, name=f"sarl-{self.run.path.name}"
+            )
         ready, _ = ray.wait([self._pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
             need: Counter[str] = Counter()
@@ -286,7 +305,7 @@ class Driver:
     def stop(self) -> None:
         for actor in self._services + self.workers:
             ray.kill(actor)
-        if self._pg is not None:
+        if self._pg is not None and self._pg is not self._given_pg:
             remove_placement_group(self._pg)
         self._services, self.workers, self.vla_servers, self._pg = [], [], [], None
         self.progress.close()
@@ -518,7 +537,7 @@ class Driver:
         self.metrics.eval_success.set(mean)
         self.run.log_eval(record)
         self.progress.evaluation(record)
-        return mean
+        return record
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:
@@ -577,16 +596,22 @@ class Driver:
     def train(self) -> dict:
         started = time.perf_counter() - self.state.wall_seconds
         if self.state.episodes == 0 and not self.state.eval_curve and self.cfg.eval.at_start:
-            self.evaluate()
+            self._announce(self.evaluate())
         for end in self.boundaries():
             self._train_phase(self.state.episodes, end)
             ray.get(self.learner.wait_idle.remote())
+            record = None
             if end % self.cfg.eval.every == 0 or end == self.cfg.train.episodes:
-                self.evaluate()
+                record = self.evaluate()
             self.state.wall_seconds = time.perf_counter() - started
             self.checkpoint()
+            self._announce(record)
         self.state.wall_seconds = time.perf_counter() - started
         return self.summary()
+
+    def _announce(self, record: dict | None) -> None:
+        if record is not None and self.on_eval is not None:
+            self.on_eval(record)
 
     def summary(self) -> dict:
         learner = ray.get(self.learner.wait_idle.remote())
@@ -652,11 +677,13 @@ def run_training(
     resume: bool = False,
     show_progress: bool = True,
     extend: bool = False,
+    placement: PlacementGroup | None = None,
+    on_eval: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run (or with `resume`, continue) the run in `run`; `extend` lets a resume raise
-    train.episodes above what the checkpoint recorded. A file system error (a full disk,
-    a read-only directory) ends it as a RunError naming the path; the run resumes from its
-    last sealed checkpoint."""
+    train.episodes above what the checkpoint recorded; `placement` and `on_eval` as for
+    Driver (a sweep's trial). A file system error (a full disk, a read-only directory) ends
+    it as a RunError naming the path; the run resumes from its last sealed checkpoint."""
     try:
         resume_from = ckpt.latest(run.checkpoints) if resume else None
         meta = ckpt.verify(resume_from) if resume_from is not None else {}
@@ -668,7 +695,7 @@ def run_training(
         run.close()  # the run directory is free for the next attempt
         raise
     started_ray = init_ray(address, cfg)
-    driver = Driver(cfg, run, show_progress)
+    driver = Driver(cfg, run, show_progress, placement, on_eval)
     try:
         driver.start(resume_from)
         if resume_from is not None:
