@@ -230,20 +230,21 @@ class Watch(tune.Callback):
             with open(path / LOG_FILE, "a") as f:
                 f.write(f"{time.strftime('%F %T')} stopped by the scheduler ({record})\n")
         self._seen[path.name] = _episodes_done(path)
-        self._status(trials, force=True)
+        self._status(trials, ended=(trial, "TERMINATED"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._status(trials, force=True)
+        self._status(trials, ended=(trial, "ERROR"))
 
     def on_step_end(self, iteration, trials, **info) -> None:
         self._status(trials)
 
-    def _status(self, trials, force: bool = False) -> None:
+    def _status(self, trials, ended: tuple | None = None) -> None:
+        """`ended`: (a trial, the status Tune gives it right after this callback)."""
         now = time.monotonic()
-        if not self.show or (not force and now - self._printed < STATUS_EVERY_S):
+        if not self.show or (ended is None and now - self._printed < STATUS_EVERY_S):
             return
         self._printed = now
-        states = Counter(t.status for t in trials)
+        states = Counter(ended[1] if ended and t is ended[0] else t.status for t in trials)
         stopped = sum((self.sweep.out / self._name(t) / STOPPED_FILE).is_file() for t in trials)
         seen = sum(self._seen.values())
         elapsed = now - self._start[0]
@@ -255,6 +256,7 @@ class Watch(tune.Callback):
             f"waiting, {states['ERROR']} failed of {self.trials} | episodes {seen}/"
             f"{self.episodes} | elapsed {_duration(elapsed)} | ETA {eta}",
             highlight=False,
+            soft_wrap=True,
         )
 
 

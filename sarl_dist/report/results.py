@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sarl_dist.config import build_config
+from sarl_dist.config import ConfigError, build_config
 from sarl_dist.envs import env_spec
 from sarl_dist.report.plots import Series, plot_comparison
 from sarl_dist.runtime.rundir import STOPPED_FILE, SUMMARY_FILE, read_jsonl
@@ -42,6 +43,7 @@ EVAL_RULE = {
 UNREAD_BY_BASELINES = ("learner.", "q.")  # the baselines do not learn
 GROUPED = ("seed", "method", "env.task")  # the grouping's own keys (env.task: by its sentence)
 NOT_READ = "–"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,15 +110,22 @@ def collect(root: Path) -> list[RunResult]:
         evals = read_jsonl(run / "evals.jsonl")
         if not evals:
             continue
-        cfg = build_config(yaml.safe_load(config_path.read_text()) or {})
+        try:
+            cfg = build_config(yaml.safe_load(config_path.read_text()) or {})
+        except ConfigError as exc:  # a run of another version of the code
+            log.warning("%s left out: its config does not load here (%s)", run, exc)
+            continue
         finished = (run / SUMMARY_FILE).is_file()
         status = "finished" if finished else "unfinished"
         if not finished and (run / STOPPED_FILE).is_file():
             status = "stopped"
+        # the task sentence: the summary's, or (unfinished) from the config, which for LIBERO
+        # loads the benchmark
+        task = json.loads((run / SUMMARY_FILE).read_text())["task"] if finished else None
         results.append(
             RunResult(
                 path=run,
-                task=env_spec(cfg).task,
+                task=task or env_spec(cfg).task,
                 method=cfg.method,
                 seed=cfg.seed,
                 config=_flatten(cfg.model_dump(mode="json")),
@@ -218,6 +227,7 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     fields = varied_fields(results)
     table, members, duplicates = pool(results, fields)
     labels = task_labels(results)
+    order = list(labels)  # tasks by label
     left_out = {path for path, _ in duplicates}
     _write_csvs(out, results, fields, table, labels, left_out)
 
@@ -262,8 +272,8 @@ def write_report(root: Path, out: Path | None = None) -> Path:
         "| task | method | " + "".join(f"{f} | " for f in fields) + "success | episodes |",
         "|---" * (len(fields) + 4) + "|",
     ]
-    for group, cells in table.items():
-        last = max(cells)
+    for group in sorted(table, key=lambda g: (order.index(g.task), g.order())):
+        cells, last = table[group], max(table[group])
         values = "".join(f"{v} | " for _, v in group.fields)
         lines.append(
             f"| {labels[group.task]} | {group.method} | {values}{_text(cells[last])} | {last} |"
