@@ -200,7 +200,7 @@ class VLMService:
                 self._failed(exc.kind, exc, exc.tokens)
                 if exc.kind in REFUSALS:
                     self._refusals += 1
-                    if self._refusals >= self.cfg.vlm.max_refusals:
+                    if self._refusals == self.cfg.vlm.max_refusals:  # once: concurrent ones go on
                         self.refused = (
                             f"the VLM refused {self._refusals} queries in a row (vlm.max_refusals"
                             f"={self.cfg.vlm.max_refusals}); last: {exc}. Check the API key and "
