@@ -149,6 +149,14 @@ def _started(run: Path) -> list[str]:
     return re.findall(r"trial \S+: (starting over|starting|continuing from \S+)", log)
 
 
+def _checkpointed(run: Path) -> list[str]:
+    """The episodes.jsonl records of the episodes the run's last checkpoint holds."""
+    latest = ckpt.latest(run / "checkpoints")
+    held = ckpt.episodes_of(latest) if latest is not None else 0
+    log = (run / "episodes.jsonl").read_text().splitlines() if held else []
+    return [x for x in log if json.loads(x)["episode"] < held]
+
+
 def _resumes_as(run: Path) -> list[str]:
     """How a resumed trial of an interrupted run starts: continuing its run directory."""
     latest = ckpt.latest(run / "checkpoints")
@@ -175,9 +183,9 @@ def test_ctrl_c_then_resume_runs_each_unfinished_trial_once_and_the_report_split
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        runs = [p for p in out.glob("task*") if (p / "config.yaml").is_file()]
+        runs = list(out.glob("task*"))
         done = [p for p in runs if (p / "summary.json").is_file()]
-        if done and len(runs) > len(done):
+        if done and any(ckpt.latest(p / "checkpoints") for p in runs if p not in done):
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
@@ -190,6 +198,8 @@ def test_ctrl_c_then_resume_runs_each_unfinished_trial_once_and_the_report_split
         run.name: _started(run) + ([] if run.name in finished else _resumes_as(run))
         for run in out.glob("task*")
     }
+    kept = {run.name: _checkpointed(run) for run in out.glob("task*")}
+    assert any(kept.values())
 
     again = subprocess.run(
         _sarl("sweep", str(sweep), "--out", str(out), "--no-progress", "--resume")[0],
@@ -214,8 +224,10 @@ def test_ctrl_c_then_resume_runs_each_unfinished_trial_once_and_the_report_split
     for run in runs:
         episodes = (run / "episodes.jsonl").read_text().splitlines()
         assert sorted(json.loads(x)["episode"] for x in episodes) == [0, 1, 2, 3], run.name
-        # every trial not finished ran exactly once more, continuing its run directory
+        # every trial not finished ran exactly once more, continuing its run directory: the
+        # episodes its checkpoint holds are the very records written before the interruption
         assert _started(run) == expected.get(run.name, ["starting"]), run.name
+        assert set(kept.get(run.name, [])) <= set(episodes), run.name
         if run.name in finished:
             assert (run / "summary.json").stat().st_mtime_ns == finished[run.name]
 
