@@ -712,3 +712,15 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def dict_changes(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys where nested dicts `a` and `b` differ, each with both values."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += dict_changes(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key} ({va!r} -> {vb!r})")
+    return out

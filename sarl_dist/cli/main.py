@@ -345,26 +345,36 @@ def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (see configs/sweeps/).")],
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
     out: Annotated[Path | None, typer.Option(help="Sweep directory (default: the file's).")] = None,
-    resume: Annotated[bool, typer.Option(help="Finish a stopped sweep; done runs stay.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show the live table of runs.")] = True,
+    resume: Annotated[
+        bool, typer.Option(help="Finish a stopped sweep (the same file); ended runs stay.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show Tune's table and the sweep's state.")] = True,
 ) -> None:
-    """Every combination of the sweep's grid as a full run, concurrently, then the report."""
+    """Every combination of the sweep's grid as a full run, as a Ray Tune experiment, then
+    the report."""
     from sarl_dist.experiments.sweep import load_sweep, run_sweep
     from sarl_dist.report.results import write_report
 
     _log_warnings()
+    directory = None
     try:
         spec = load_sweep(sweep_file)
         directory = out or spec.out
         if directory is None:
             _fail("give --out or an `out:` in the sweep file")
-        results = run_sweep(spec, directory, address, resume, show_progress=progress)
+        result = run_sweep(spec, directory, address, resume, show_progress=progress)
     except ConfigError as exc:
         _fail(str(exc))
-    failed = {k: v["error"] for k, v in results.items() if "error" in v}
-    typer.echo(json.dumps({"ran": len(results), "failed": failed}))
-    typer.echo(f"report: {write_report(directory)}")
-    if failed:
+    except KeyboardInterrupt:  # a second Ctrl-C, past Tune's own handling of the first
+        result = None
+    if result is not None:
+        typer.echo(json.dumps(result.counts()))
+    if result is None or result.interrupted:
+        again = f"sarl sweep {sweep_file} --out {directory} --resume"
+        typer.echo(f"interrupted; continue with: {again}")
+    with contextlib.suppress(FileNotFoundError):  # interrupted before any evaluation
+        typer.echo(f"report: {write_report(directory)}")
+    if result is not None and result.errors:
         raise typer.Exit(1)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import ray
 from ray.util.placement_group import (
+    PlacementGroup,
     placement_group,
     placement_group_table,
     remove_placement_group,
@@ -57,9 +58,12 @@ class RunActors:
     """Builds the run's Learner, VLMService, policy servers and workers, and replaces a
     worker that failed."""
 
-    def __init__(self, cfg: Config, run_name: str) -> None:
+    def __init__(self, cfg: Config, run_name: str, placement: PlacementGroup | None = None) -> None:
+        """`placement`: a placement group made for this run elsewhere (a Ray Tune trial's);
+        it must hold this run's bundles, and it stays when the run ends."""
         self.cfg, self.run_name = cfg, run_name
         self.local = cfg.runtime.mode == "local"
+        self._given = placement
         self._pg = None
         self.nodes: list[str] = []
         self.services: list = []
@@ -97,7 +101,15 @@ class RunActors:
 
     def _place(self) -> None:
         rt, bundles = self.cfg.runtime, placement_bundles(self.cfg)
-        self._pg = placement_group(bundles, strategy=rt.placement, name=f"sarl-{self.run_name}")
+        if self._given is not None:
+            given = [{k: v for k, v in b.items() if v} for b in self._given.bundle_specs]
+            if given != [{k: v for k, v in b.items() if v} for b in bundles]:
+                raise PlacementError(
+                    f"the placement group given holds {given}, this run needs {bundles}"
+                )
+            self._pg = self._given
+        else:
+            self._pg = placement_group(bundles, strategy=rt.placement, name=f"sarl-{self.run_name}")
         ready, _ = ray.wait([self._pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
             need: Counter[str] = Counter()
@@ -181,6 +193,6 @@ class RunActors:
         self.stop_workers()
         for actor in self.services:
             compute.kill(actor)
-        if self._pg is not None:
+        if self._pg is not None and self._pg is not self._given:
             remove_placement_group(self._pg)
         self.services, self._pg = [], None

@@ -21,11 +21,13 @@ import os
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import ray
+from ray.util.placement_group import PlacementGroup
 
 from sarl_dist.config import Config, dump_config
 from sarl_dist.core.demos import DEMO_EPISODE, load_demos
@@ -86,13 +88,23 @@ class DriverState:
 
 
 class Driver:
-    def __init__(self, cfg: Config, run: RunDir, show_progress: bool = True) -> None:
-        self.cfg, self.run = cfg, run
+    def __init__(
+        self,
+        cfg: Config,
+        run: RunDir,
+        show_progress: bool = True,
+        placement: PlacementGroup | None = None,
+        on_eval: Callable[[dict], None] | None = None,
+    ) -> None:
+        """`placement`: a placement group already holding this run's bundles (a Ray Tune
+        trial's), used instead of one of its own; `on_eval(record)` after each evaluation
+        point, once what it saw is checkpointed."""
+        self.cfg, self.run, self.on_eval = cfg, run, on_eval
         self.spec = env_spec(cfg)
         self.state = DriverState()
         robot = cfg.env.kind == "robot"
         self.telemetry = Telemetry(run, cfg.train.episodes, show_progress, attended=robot)
-        self.actors = RunActors(cfg, run.path.name)
+        self.actors = RunActors(cfg, run.path.name, placement)
         self.scheduler = Scheduler(
             self.actors,
             cfg.runtime.episode_attempts,
@@ -184,7 +196,7 @@ class Driver:
             self.state.decisions += summary["decisions"]
             self.telemetry.committed(summary, self.state.successes)
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> dict:
         start, point, results = time.perf_counter(), self.state.episodes, []
         # Evaluation episode j is numbered -1 - j; it starts from the j-th fixed init state.
         jobs = [(-1 - j, eval_seed(self.cfg, j)) for j in range(self.cfg.eval.episodes)]
@@ -195,17 +207,16 @@ class Driver:
             self.run.log_eval_episode({"eval_point": point, "eval_index": index} | summary)
         mean, se = _mean_se([float(r["success"]) for r in results])
         self.state.eval_curve.append([point, mean])
-        self.telemetry.evaluated(
-            {
-                "episodes_seen": point,
-                "success_rate": mean,
-                "stderr": se,
-                "episodes": len(results),
-                "wall_seconds": time.perf_counter() - start,
-                "updates": self.telemetry.learner_stats()["updates"],
-            }
-        )
-        return mean
+        record = {
+            "episodes_seen": point,
+            "success_rate": mean,
+            "stderr": se,
+            "episodes": len(results),
+            "wall_seconds": time.perf_counter() - start,
+            "updates": self.telemetry.learner_stats()["updates"],
+        }
+        self.telemetry.evaluated(record)
+        return record
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint(self) -> None:
@@ -268,16 +279,22 @@ class Driver:
     def train(self) -> dict:
         self._started = time.perf_counter() - self.state.wall_seconds
         if self.state.episodes == 0 and not self.state.eval_curve and self.cfg.eval.at_start:
-            self.evaluate()
+            self._announce(self.evaluate())
         for end in self.boundaries():
             self._train_phase(self.state.episodes, end)
             compute.get(self.learner.wait_idle.remote())
+            record = None
             if end % self.cfg.eval.every == 0 or end == self.cfg.train.episodes:
-                self.evaluate()
+                record = self.evaluate()
             self.state.wall_seconds = self.elapsed()
             self.checkpoint()
+            self._announce(record)
         self.state.wall_seconds = self.elapsed()
         return self.summary()
+
+    def _announce(self, record: dict | None) -> None:
+        if record is not None and self.on_eval is not None:
+            self.on_eval(record)
 
     def summary(self) -> dict:
         learner = compute.get(self.learner.wait_idle.remote())
@@ -337,11 +354,13 @@ def run_training(
     resume: bool = False,
     show_progress: bool = True,
     extend: bool = False,
+    placement: PlacementGroup | None = None,
+    on_eval: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run (or with `resume`, continue) the run in `run`; `extend` lets a resume raise
-    train.episodes above what the checkpoint recorded. A file system error (a full disk,
-    a read-only directory) ends it as a RunError naming the path; the run resumes from its
-    last sealed checkpoint."""
+    train.episodes above what the checkpoint recorded; `placement` and `on_eval` as for
+    Driver (a sweep's trial). A file system error (a full disk, a read-only directory) ends
+    it as a RunError naming the path; the run resumes from its last sealed checkpoint."""
     try:
         resume_from = ckpt.latest(run.checkpoints) if resume else None
         meta = ckpt.verify(resume_from) if resume_from is not None else {}
@@ -353,7 +372,7 @@ def run_training(
         run.close()  # the run directory is free for the next attempt
         raise
     started_ray = init_ray(address, cfg)
-    driver = Driver(cfg, run, show_progress)
+    driver = Driver(cfg, run, show_progress, placement, on_eval)
     try:
         driver.start(resume_from)
         if resume_from is not None:

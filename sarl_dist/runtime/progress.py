@@ -62,12 +62,12 @@ class Progress:
     def evaluation(self, record: dict) -> None:
         self._print(
             f"eval @ {record['episodes_seen']} episodes: success {record['success_rate']:.3f} "
-            f"± {record['stderr']:.3f} over {record['episodes']} greedy episodes"
+            f"± {record['stderr']:.3f} over {record['episodes']} evaluation episodes"
         )
 
     def _print(self, line: str) -> None:
         if self.enabled:
-            self.console.print(line, highlight=False)
+            self.console.print(line, highlight=False, soft_wrap=True)  # a log keeps lines whole
 
     def close(self) -> None:
         if self._bar is not None:

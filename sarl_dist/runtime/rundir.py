@@ -14,6 +14,8 @@ videos/           evaluation MP4s (eval.videos); a robot run's every episode
 vlm_responses.jsonl  the VLM's answers by request key (runtime/vlm_service.py)
 learning_curve.png, summary.json
 run.lock          who drives the run (pid, host); locked while a driver has it open
+run.log           a sweep's trial: the driver's output (progress, warnings, errors)
+stopped.json      a sweep's trial a Tune scheduler stopped early: where, and by what
 
 One driver per run directory: creating or opening one takes an exclusive OS lock
 (flock) on run.lock for as long as the driver runs; the OS releases it when the process
@@ -36,13 +38,18 @@ from pathlib import Path
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from sarl_dist.config import Config, ConfigError, apply_overrides, build_config, dump_config
+from sarl_dist.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    build_config,
+    dict_changes,
+    dump_config,
+)
 from sarl_dist.jsonl import append_jsonl, read_jsonl
 from sarl_dist.report.plots import plot_learning_curve
+from sarl_dist.run_files import CONFIG_FILE, LOCK_FILE, SUMMARY_FILE
 from sarl_dist.runtime.checkpoint import CheckpointError, write_atomic
-
-CONFIG_FILE = "config.yaml"
-LOCK_FILE = "run.lock"
 
 
 class RunInUseError(ConfigError):
@@ -74,7 +81,7 @@ def config_digest(cfg: Config) -> str:
 
 def config_changes(saved: Config, cfg: Config) -> list[str]:
     """The fields where `cfg` differs from `saved`, with both values."""
-    return _diff(saved.model_dump(), cfg.model_dump())
+    return dict_changes(saved.model_dump(), cfg.model_dump())
 
 
 class RunDir:
@@ -210,7 +217,7 @@ class RunDir:
         return read_jsonl(self.path / name)
 
     def write_summary(self, summary: dict) -> None:
-        write_atomic(self.path / "summary.json", json.dumps(summary, indent=1).encode())
+        write_atomic(self.path / SUMMARY_FILE, json.dumps(summary, indent=1).encode())
         if summary["eval_curve"]:
             plot_learning_curve(
                 self.read_jsonl("evals.jsonl"),
@@ -226,14 +233,3 @@ class RunDir:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key} ({va!r} -> {vb!r})")
-    return out
