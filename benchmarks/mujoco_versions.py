@@ -208,6 +208,17 @@ def _pos_diff_mm(a: dict, b: dict) -> float:
     return round(1000 * worst, 2)
 
 
+def _object_premises(row: dict) -> tuple[int, int]:
+    """Held and evaluated initial predicates between two movable objects (a bowl on a
+    ramekin); those naming regions test the placement sampler's areas, not the physics."""
+    ours = [
+        held
+        for predicate, held in row["premises"].items()
+        if all(f"obj:{name}" in row["settled"] for name in predicate.split()[1:])
+    ]
+    return sum(ours), len(ours)
+
+
 def _tilt_diff(a: dict, b: dict) -> float:
     return round(
         max(abs(_tilt(a[k][3:7]) - _tilt(b[k][3:7])) for k in a if k.startswith("obj:")), 2
@@ -243,10 +254,13 @@ def compare(files: list[Path]) -> None:
                         if rows[0][0]["replay_is_recording"] is None
                         else sum(bool(r["replay_is_recording"]) for r, _ in rows)
                     ),
-                    "replay success": sum(r["success_end"] for r, _ in rows),
-                    "replay success same": sum(
-                        r["success_end"] == q["success_end"] for r, q in rows
+                    # reached at some step, as an episode counts it (it ends on success)
+                    "replay success": sum(bool(r["first_success_step"]) for r, _ in rows),
+                    "same outcome": sum(
+                        bool(r["first_success_step"]) == bool(q["first_success_step"])
+                        for r, q in rows
                     ),
+                    "success held after no-ops": sum(r["success_end"] for r, _ in rows),
                     "first-success step diff max": max(
                         (
                             abs(r["first_success_step"] - q["first_success_step"])
@@ -275,7 +289,15 @@ def compare(files: list[Path]) -> None:
                     "stack": label(res),
                     "task": target,
                     "inits": len(rows),
-                    "premises hold": sum(all(r["premises"].values()) for r, _ in rows),
+                    "object-on-object premises": "{}/{}".format(
+                        *np.sum([_object_premises(r) for r, _ in rows], axis=0)
+                    ),
+                    "tilt max deg": max(
+                        round(_tilt(v[3:7]), 2)
+                        for r, _ in rows
+                        for k, v in r["settled"].items()
+                        if k.startswith("obj:")
+                    ),
                     "pos diff max mm": max(pos),
                     "tilt diff max deg": max(tilt),
                     "drift max mm": max(_pos_diff_mm(r["later"], r["settled"]) for r, _ in rows),
