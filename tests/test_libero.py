@@ -3,12 +3,15 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from sarl_dist.config import ConfigError
 from sarl_dist.envs import env_spec, make_env, rendering
+from sarl_dist.libero_setup import ensure_libero_config
 from sarl_dist.testing import tiny_config
 from sarl_dist.vla.base import ChunkedVLA
 from sarl_dist.vla.skill import SkillVLA
@@ -70,6 +73,22 @@ def test_libero_import_never_asks_and_config_lives_where_we_say(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "alphabet soup" in proc.stdout
     assert (tmp_path / "config.yaml").is_file()
+
+
+def test_a_config_naming_another_installation_is_rewritten(tmp_path, monkeypatch):
+    # A venv replaced by one for another Python leaves a config.yaml naming the old one.
+    monkeypatch.setenv("SARL_LIBERO_CONFIG", str(tmp_path))
+    monkeypatch.setenv("LIBERO_CONFIG_PATH", "restored after the test")
+    gone = "/gone/.venv/lib/python3.11/site-packages/libero/libero"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"bddl_files": f"{gone}/bddl_files", "init_states": gone}))
+    ensure_libero_config()
+    paths = yaml.safe_load(path.read_text())
+    assert Path(paths["bddl_files"]).is_dir() and Path(paths["init_states"]).is_dir()
+    written = path.stat().st_mtime_ns
+    ensure_libero_config()  # a file naming this installation is left as it is
+    assert path.stat().st_mtime_ns == written
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
 def test_observations_and_render_on_demand(env, monkeypatch):
