@@ -141,27 +141,28 @@ def heard() -> dict[tuple[str, int], tuple[str, Any, dict[str, Any]]]:
     """(suite, task) -> (sentence, what the VLA hears, its observation), one reset per task.
 
     Tasks whose BDDL files declare the same regions, fixtures and objects share one
-    simulator, loaded with each task's first fixed init state.
+    simulator, loaded with each task's first fixed init state; one simulator is alive at a
+    time (each holds a few hundred MB of MuJoCo and renderer state).
     """
     from bddl.parsing import scan_tokens
 
     vla, out = SkillVLA(seed=0), {}
     for name in PARSED_SUITES:
-        suite, envs = libero_suite(name), {}
+        suite, models = libero_suite(name), {}
         for i in range(suite.n_tasks):
             groups = scan_tokens(filename=suite.get_task_bddl_file_path(i))
             model = str([g for g in groups if g and g[0] in (":regions", ":fixtures", ":objects")])
-            if model not in envs:
-                envs[model] = make_env(
-                    load_config(CONFIG, [f"env.libero.suite={name}", f"env.task={i}"])
-                )
-            env = envs[model]
-            env.init_states = suite.get_task_init_states(i)
-            env.reset(0, init_index=0)
-            where = env.privileged()
-            sentence = suite.get_task(i).language
-            out[(name, i)] = (sentence, vla.understand(sentence, where), where)
-        for env in envs.values():
+            models.setdefault(model, []).append(i)
+        for tasks in models.values():
+            env = make_env(
+                load_config(CONFIG, [f"env.libero.suite={name}", f"env.task={tasks[0]}"])
+            )
+            for i in tasks:
+                env.init_states = suite.get_task_init_states(i)
+                env.reset(0, init_index=0)
+                where = env.privileged()
+                sentence = suite.get_task(i).language
+                out[(name, i)] = (sentence, vla.understand(sentence, where), where)
             env.close()
     return out
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from sarl_dist.config import ConfigError
+from sarl_dist.envs.libero import ORACLE_PROMPTS
 from sarl_dist.testing import (
     FakeReply,
     FakeVLMServer,
@@ -239,7 +240,8 @@ def test_template_proposer_offers_scene_commands_the_sentence_lacks():
     for value in range(8):
         req = ProposalRequest(task, np.full((8, 8, 3), value, np.uint8), (), False, 4)
         pool.update(proposer.propose(req))
-    assert {"turn on the stove", "put the moka pot on the stove"} <= pool
+    assert {"turn on the stove", "turn off the stove"} <= pool  # the scene's, not the sentence's
+    assert set(ORACLE_PROMPTS[task]) <= pool  # "both moka pots": the left one, the right one
 
 
 def test_sarl_propose_prints_candidates_as_json(tmp_path):

@@ -1,6 +1,5 @@
 """A run's actors and where they live: one Ray placement group (Ray mode), or this
-process (`runtime.mode: local`; see runtime/compute.py). Each actor gets the config
-sections it uses.
+process (`runtime.mode: local`; see runtime/compute.py).
 
 Bundle order: the Learner, the VLMService, each worker, then each of the run's own
 policy-server replicas. Workers reach the policy servers in `servers_for` order, so the
