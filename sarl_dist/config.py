@@ -259,6 +259,20 @@ class VLAConfig(_Section):
     server_start_timeout: float = Field(
         600.0, gt=0, description="Seconds a server subprocess may take to answer /healthz."
     )
+    max_batch: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most concurrent requests a policy server answers with one batched call "
+        "(policies offering infer_batch; others are served one request at a time).",
+    )
+    batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Longest a request waits at an idle policy server for others to batch "
+        "with (requests arriving while it computes are batched without waiting).",
+    )
     server_bind: str = Field(
         "127.0.0.1",
         description="Interface the run's own servers bind; 0.0.0.0 lets workers on other nodes "

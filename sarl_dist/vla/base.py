@@ -4,6 +4,9 @@ Any openpi policy or client (WebsocketClientPolicy, the skill VLA) plugs in unch
 ChunkedVLA adds what a rollout needs on top: replanning every `replan_steps` actions,
 lazy observations (nothing is rendered while queued actions remain) and a strict
 check of every chunk, so a wrong server fails loudly instead of moving the arm wrongly.
+
+A policy may also offer `infer_batch` (BatchedPolicy): the policy server then answers
+the concurrent requests of many workers with one call (vla/server.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,16 @@ class VLAPolicy(Protocol):
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]: ...
 
     def reset(self) -> None: ...
+
+
+@runtime_checkable
+class BatchedPolicy(VLAPolicy, Protocol):
+    """A VLAPolicy that also answers several observations in one call, shaped like openpi's
+    proposed `Policy.infer_batch`: one reply per observation, in order, each what `infer`
+    would answer for that observation alone. A large model computes a batch in about the
+    time of one observation, so the policy server gathers concurrent requests into it."""
+
+    def infer_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
 class ChunkedVLA:

@@ -1,0 +1,123 @@
+"""Batched VLA serving: 8 concurrent websocket clients against one policy server, with
+batching (vla.max_batch=8) and one request at a time (max_batch=1), same policy, same run.
+
+The policy is the neural stand-in (sarl_dist/vla/neural.py: a wide bfloat16 network over
+the images, state and prompt, random weights), whose batch-1 forward is bound by reading
+its weights, as a large VLA's is. Each client is openpi's own WebsocketClientPolicy on a
+thread of this process, sending its own LIBERO-shaped observation, one request after the
+other, for `--seconds`. The forward pass alone (8 batch-1 calls vs one batch of 8) is
+measured first, in the same run, so the serving figure can be read against it.
+
+    python benchmarks/vla_batching.py [--seconds 10] [--width 2048] [--out bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+from sarl_dist.report.bench import emit
+from sarl_dist.vla.neural import NeuralStandIn, example
+from sarl_dist.vla.server import PolicyServer
+
+CLIENTS = 8
+
+
+def forward_ratio(policy: NeuralStandIn, repeats: int = 5) -> dict:
+    """The policy alone: 8 observations as 8 calls, and as one batch."""
+    batch = [example(i) for i in range(CLIENTS)]
+    policy.infer_batch(batch), policy.infer(batch[0])  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for obs in batch:
+            policy.infer(obs)
+    one_by_one = (time.perf_counter() - start) / repeats
+    start = time.perf_counter()
+    for _ in range(repeats):
+        policy.infer_batch(batch)
+    batched = (time.perf_counter() - start) / repeats
+    return {
+        "forward_8x1_ms": round(1e3 * one_by_one, 1),
+        "forward_1x8_ms": round(1e3 * batched, 1),
+        "forward_ratio": round(one_by_one / batched, 2),
+    }
+
+
+def serve(policy: NeuralStandIn, max_batch: int, wait_ms: float, seconds: float) -> dict:
+    """Throughput of CLIENTS clients, each asking as fast as its replies come."""
+    server = PolicyServer(policy, port=0, max_batch=max_batch, batch_wait_ms=wait_ms)
+    server.start_background()
+    clients = [WebsocketClientPolicy("127.0.0.1", server.port) for _ in range(CLIENTS)]
+    for i, client in enumerate(clients):
+        client.infer(example(i))  # connected and warm
+    timings: list[list[dict]] = [[] for _ in clients]
+    go, stop_at = threading.Barrier(CLIENTS + 1), [0.0]
+
+    def run(i: int) -> None:
+        obs = example(i)
+        go.wait()
+        while time.monotonic() < stop_at[0]:
+            timings[i].append(clients[i].infer(obs)["server_timing"])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    start = time.monotonic()
+    stop_at[0] = start + seconds
+    go.wait()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - start
+    server.stop()
+    served = [t for per_client in timings for t in per_client]
+
+    def mean(key: str) -> float:
+        return round(float(np.mean([t[key] for t in served])), 1)
+
+    return {
+        "server": f"max_batch={max_batch}",
+        "requests": len(served),
+        "requests_per_s": round(len(served) / wall, 1),
+        "batch_size_mean": round(float(np.mean([t["batch_size"] for t in served])), 2),
+        "queue_ms_mean": mean("queue_ms"),
+        "compute_ms_mean": mean("infer_ms"),
+        "slowest_client_requests": min(len(t) for t in timings),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="Per server mode.")
+    parser.add_argument("--width", type=int, default=2048, help="Neural stand-in width.")
+    parser.add_argument("--blocks", type=int, default=8, help="Neural stand-in blocks.")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the policy.")
+    parser.add_argument("--wait-ms", type=float, default=2.0, help="vla.batch_wait_ms.")
+    parser.add_argument("--out", type=Path, help="Also write the JSON here.")
+    args = parser.parse_args()
+    policy = NeuralStandIn(width=args.width, blocks=args.blocks, threads=args.threads)
+    forward = forward_ratio(policy)
+    rows = [serve(policy, n, args.wait_ms, args.seconds) for n in (CLIENTS, 1)]
+    speedup = rows[0]["requests_per_s"] / rows[1]["requests_per_s"]
+    result = {
+        "speedup": round(speedup, 2),
+        "clients": CLIENTS,
+        "seconds": args.seconds,
+        "policy": {"width": args.width, "blocks": args.blocks, "torch_threads": args.threads},
+        **forward,
+        "rows": rows,
+    }
+    emit(
+        f"{CLIENTS} websocket clients, one policy server: speedup {speedup:.2f}",
+        rows,
+        args.out,
+        result,
+    )
+
+
+if __name__ == "__main__":
+    main()
