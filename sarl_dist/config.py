@@ -273,6 +273,17 @@ class VLAConfig(_Section):
         description="Longest a request waits at an idle policy server for others to batch "
         "with (requests arriving while it computes are batched without waiting).",
     )
+    neural_width: int = Field(
+        2048, ge=8, description="Neural stand-in (--policy neural): width of its layers."
+    )
+    neural_blocks: int = Field(8, ge=1, description="Neural stand-in: residual blocks.")
+    openpi_config: str = Field(
+        "pi05_libero", description="openpi training config `sarl serve-vla --policy openpi` loads."
+    )
+    openpi_checkpoint: str = Field(
+        "gs://openpi-assets/checkpoints/pi05_libero",
+        description="Its checkpoint (a directory or gs:// address, as openpi takes it).",
+    )
     server_bind: str = Field(
         "127.0.0.1",
         description="Interface the run's own servers bind; 0.0.0.0 lets workers on other nodes "

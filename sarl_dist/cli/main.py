@@ -178,8 +178,9 @@ def serve_vla(
     policy: Annotated[
         str,
         typer.Option(
-            help="Which policy to serve: skill, skill_chain or neural (a stand-in for "
-            "measuring serving, batched; its actions mean nothing)."
+            help="Which policy to serve: skill, skill_chain, neural (a stand-in for "
+            "measuring serving, batched; its actions mean nothing) or openpi (vla.openpi_config "
+            "and vla.openpi_checkpoint; needs openpi installed)."
         ),
     ] = "skill",
     config: Annotated[Path | None, typer.Option(help="Config whose env section it serves.")] = None,
