@@ -494,6 +494,11 @@ class LearnerConfig(_Section):
     publish_every: int = Field(
         20, ge=1, description="Gradient steps between weight publications to workers."
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "cpu",
+        description="Where the Learner trains: cuda asks its placement bundle for one GPU; auto "
+        "is cuda when torch on the driver's machine sees a GPU, else cpu.",
+    )
     target: TargetConfig = TargetConfig()
 
 
