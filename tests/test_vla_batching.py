@@ -13,7 +13,8 @@ from websockets.sync.client import connect
 from sarl_dist.config import ConfigError
 from sarl_dist.testing import tiny_config
 from sarl_dist.vla import make_server_policy
-from sarl_dist.vla.base import BatchedPolicy
+from sarl_dist.vla.base import BatchedPolicy, ChunkedVLA
+from sarl_dist.vla.client import WebsocketVLA
 from sarl_dist.vla.neural import NeuralStandIn, example
 from sarl_dist.vla.openpi_policy import OpenpiPolicy
 from sarl_dist.vla.server import PolicyServer
@@ -206,3 +207,16 @@ def test_serve_vla_serves_the_neural_stand_in():
 def test_batching_settings_are_checked(override):
     with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
         tiny_config(override)
+
+
+def test_a_worker_reads_how_the_server_served_it(serve):
+    """ChunkedVLA keeps each reply's server_timing; the worker puts it in the episode's
+    summary (vla_timing) and the run's metrics."""
+    server = serve(BatchedEcho(delay=0.01), max_batch=8, batch_wait_ms=0)
+    vla = ChunkedVLA(WebsocketVLA("127.0.0.1", server.port), replan_steps=5, action_dim=7)
+    for _ in range(15):  # three chunks
+        vla.next_action(lambda: _obs(2))
+    timing = vla.server_timing()
+    assert timing["requests"] == 3 and timing["batch_size"] == 1
+    assert timing["compute_ms"] >= 10 and timing["queue_ms"] >= 0
+    assert vla.server_timing() is None  # drained

@@ -29,6 +29,7 @@ class Telemetry:
         self.every = 0.0 if attended else LIVE_STATS_EVERY_S
         self.overhead: list[float] = []
         self.staleness: list[int] = []
+        self.vla_timing: list[dict] = []  # each episode's, where a policy server reported it
         self.decisions = 0  # in this process (the rate; the run's total is the driver's)
         self._decision_rate, self._update_rate = Rate(), Rate()
         self._live: tuple[float, dict, dict] | None = None  # (when, learner stats, VLM stats)
@@ -70,6 +71,13 @@ class Telemetry:
             "worker/staleness_updates": max(summary["staleness_updates"]),
             "worker/overhead_ms": float(np.median(summary["overhead_ms"])),
         }
+        vla = summary.get("vla_timing")
+        if vla is not None:
+            self.vla_timing.append(vla)
+            scalars |= {f"vla/{k}": vla[k] for k in ("queue_ms", "batch_size", "compute_ms")}
+            m.vla_queue_ms.set(vla["queue_ms"])
+            m.vla_batch_size.set(vla["batch_size"])
+            m.vla_compute_ms.set(vla["compute_ms"])
         m.decisions_per_second.set(scalars["train/decisions_per_second"])
         m.updates_per_second.set(scalars["learner/updates_per_second"])
         if fresh:  # the services' own figures change only when fetched
@@ -105,6 +113,21 @@ class Telemetry:
             # None where no worker ran two training episodes in a row (one robot, attended)
             "worker_wait_ms_p50": float(np.percentile(wait_ms, 50)) if wait_ms.size else None,
             "worker_wait_ms_p95": float(np.percentile(wait_ms, 95)) if wait_ms.size else None,
+            **self._vla_figures(),
+        }
+
+    def _vla_figures(self) -> dict:
+        """The policy servers' figures over the episodes' medians; None without a server."""
+        if not self.vla_timing:
+            return {"vla_queue_ms_p50": None, "vla_compute_ms_p50": None, "vla_batch_size": None}
+
+        def column(key: str) -> np.ndarray:
+            return np.asarray([t[key] for t in self.vla_timing], dtype=float)
+
+        return {
+            "vla_queue_ms_p50": float(np.nanpercentile(column("queue_ms"), 50)),
+            "vla_compute_ms_p50": float(np.nanpercentile(column("compute_ms"), 50)),
+            "vla_batch_size": float(np.nanmean(column("batch_size"))),
         }
 
     def close(self) -> None:

@@ -45,6 +45,7 @@ class ChunkedVLA:
         self.policy, self.replan_steps, self.action_dim = policy, replan_steps, action_dim
         self._queue: deque[np.ndarray] = deque()
         self.infer_seconds = 0.0
+        self._served: list[dict] = []  # the server_timing of each reply since the last drain
 
     def reset(self) -> None:
         """Drop queued actions: a new prompt must not inherit the old prompt's chunk."""
@@ -57,8 +58,29 @@ class ChunkedVLA:
             start = time.perf_counter()
             reply = self.policy.infer(obs)
             self.infer_seconds += time.perf_counter() - start
+            if isinstance(reply, dict) and isinstance(reply.get("server_timing"), dict):
+                self._served.append(reply["server_timing"])
             self._queue.extend(self._check(reply)[: self.replan_steps])
         return self._queue.popleft()
+
+    def server_timing(self) -> dict[str, float] | None:
+        """How a policy server served the requests since the last call (median queue wait
+        and compute, mean batch size); None when no reply carried server_timing (an
+        in-process VLA, or a server that does not report them)."""
+        served, self._served = self._served, []
+        if not served:
+            return None
+
+        def values(key: str) -> list[float]:
+            return [float(t[key]) for t in served if isinstance(t.get(key), int | float)]
+
+        queue, compute, sizes = values("queue_ms"), values("infer_ms"), values("batch_size")
+        return {
+            "requests": len(served),
+            "queue_ms": float(np.median(queue)) if queue else float("nan"),
+            "compute_ms": float(np.median(compute)) if compute else float("nan"),
+            "batch_size": float(np.mean(sizes)) if sizes else float("nan"),
+        }
 
     def _check(self, reply: Any) -> np.ndarray:
         if not isinstance(reply, dict) or "actions" not in reply:
