@@ -5,10 +5,11 @@ The policy is the neural stand-in (sarl_dist/vla/neural.py: a wide bfloat16 netw
 the images, state and prompt, random weights), whose batch-1 forward is bound by reading
 its weights, as a large VLA's is. Each client is openpi's own WebsocketClientPolicy on a
 thread of this process, sending its own LIBERO-shaped observation, one request after the
-other, for `--seconds`. The forward pass alone (8 batch-1 calls vs one batch of 8) is
-measured first, in the same run, so the serving figure can be read against it.
+other. The two servers take turns, `--rounds` times `--seconds` each, so a shared machine's
+changing load falls on both alike. The forward pass alone (8 batch-1 calls vs one batch
+of 8) is measured first, in the same run, so the serving figure can be read against it.
 
-    python benchmarks/vla_batching.py [--seconds 10] [--width 2048] [--out bench.json]
+    python benchmarks/vla_batching.py [--seconds 5] [--rounds 3] [--out bench.json]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
+from sarl_dist.config import VLAConfig
 from sarl_dist.report.bench import emit
 from sarl_dist.vla.neural import NeuralStandIn, example
 from sarl_dist.vla.server import PolicyServer
@@ -49,7 +51,8 @@ def forward_ratio(policy: NeuralStandIn, repeats: int = 5) -> dict:
 
 
 def serve(policy: NeuralStandIn, max_batch: int, wait_ms: float, seconds: float) -> dict:
-    """Throughput of CLIENTS clients, each asking as fast as its replies come."""
+    """CLIENTS clients, each asking as fast as its replies come, for `seconds`: the
+    wall time and every reply's server_timing."""
     server = PolicyServer(policy, port=0, max_batch=max_batch, batch_wait_ms=wait_ms)
     server.start_background()
     clients = [WebsocketClientPolicy("127.0.0.1", server.port) for _ in range(CLIENTS)]
@@ -74,7 +77,13 @@ def serve(policy: NeuralStandIn, max_batch: int, wait_ms: float, seconds: float)
         thread.join()
     wall = time.monotonic() - start
     server.stop()
-    served = [t for per_client in timings for t in per_client]
+    return {"wall": wall, "timings": timings}
+
+
+def row(max_batch: int, rounds: list[dict]) -> dict:
+    """One server's figures over all its rounds."""
+    wall = sum(r["wall"] for r in rounds)
+    served = [t for r in rounds for per_client in r["timings"] for t in per_client]
 
     def mean(key: str) -> float:
         return round(float(np.mean([t[key] for t in served])), 1)
@@ -86,27 +95,38 @@ def serve(policy: NeuralStandIn, max_batch: int, wait_ms: float, seconds: float)
         "batch_size_mean": round(float(np.mean([t["batch_size"] for t in served])), 2),
         "queue_ms_mean": mean("queue_ms"),
         "compute_ms_mean": mean("infer_ms"),
-        "slowest_client_requests": min(len(t) for t in timings),
+        "slowest_client_requests": min(
+            sum(len(r["timings"][i]) for r in rounds) for i in range(CLIENTS)
+        ),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="Per server mode.")
+    parser.add_argument("--seconds", type=float, default=5.0, help="Per server and round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Turns each server takes.")
     parser.add_argument("--width", type=int, default=2048, help="Neural stand-in width.")
     parser.add_argument("--blocks", type=int, default=8, help="Neural stand-in blocks.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the policy.")
-    parser.add_argument("--wait-ms", type=float, default=2.0, help="vla.batch_wait_ms.")
+    parser.add_argument(
+        "--wait-ms", type=float, default=VLAConfig().batch_wait_ms, help="vla.batch_wait_ms."
+    )
     parser.add_argument("--out", type=Path, help="Also write the JSON here.")
     args = parser.parse_args()
     policy = NeuralStandIn(width=args.width, blocks=args.blocks, threads=args.threads)
     forward = forward_ratio(policy)
-    rows = [serve(policy, n, args.wait_ms, args.seconds) for n in (CLIENTS, 1)]
+    turns: dict[int, list[dict]] = {CLIENTS: [], 1: []}
+    for _ in range(args.rounds):
+        for max_batch, done in turns.items():
+            done.append(serve(policy, max_batch, args.wait_ms, args.seconds))
+    rows = [row(max_batch, done) for max_batch, done in turns.items()]
     speedup = rows[0]["requests_per_s"] / rows[1]["requests_per_s"]
     result = {
         "speedup": round(speedup, 2),
         "clients": CLIENTS,
         "seconds": args.seconds,
+        "rounds": args.rounds,
+        "batch_wait_ms": args.wait_ms,
         "policy": {"width": args.width, "blocks": args.blocks, "torch_threads": args.threads},
         **forward,
         "rows": rows,

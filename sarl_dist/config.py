@@ -267,7 +267,7 @@ class VLAConfig(_Section):
         "(policies offering infer_batch; others are served one request at a time).",
     )
     batch_wait_ms: float = Field(
-        2.0,
+        5.0,
         ge=0,
         le=1000,
         description="Longest a request waits at an idle policy server for others to batch "

@@ -69,7 +69,7 @@ class PolicyServer(MsgpackServer):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         drop_every: int = 0,
         max_batch: int = 8,
-        batch_wait_ms: float = 2.0,
+        batch_wait_ms: float = 5.0,
     ) -> None:
         super().__init__(host, port, api_key, max_message_bytes)
         self.policy = policy
