@@ -15,6 +15,7 @@ of 8) is measured first, in the same run, so the serving figure can be read agai
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 import time
 from pathlib import Path
@@ -108,12 +109,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=2048, help="Neural stand-in width.")
     parser.add_argument("--blocks", type=int, default=8, help="Neural stand-in blocks.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the policy.")
+    parser.add_argument("--device", default="cpu", help="Where the policy runs (cpu, cuda).")
     parser.add_argument(
         "--wait-ms", type=float, default=VLAConfig().batch_wait_ms, help="vla.batch_wait_ms."
     )
     parser.add_argument("--out", type=Path, help="Also write the JSON here.")
     args = parser.parse_args()
-    policy = NeuralStandIn(width=args.width, blocks=args.blocks, threads=args.threads)
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # not a line per connection
+    policy = NeuralStandIn(
+        width=args.width, blocks=args.blocks, threads=args.threads, device=args.device
+    )
     forward = forward_ratio(policy)
     turns: dict[int, list[dict]] = {CLIENTS: [], 1: []}
     for _ in range(args.rounds):
@@ -127,7 +132,12 @@ def main() -> None:
         "seconds": args.seconds,
         "rounds": args.rounds,
         "batch_wait_ms": args.wait_ms,
-        "policy": {"width": args.width, "blocks": args.blocks, "torch_threads": args.threads},
+        "policy": {
+            "width": args.width,
+            "blocks": args.blocks,
+            "torch_threads": args.threads,
+            "device": args.device,
+        },
         **forward,
         "rows": rows,
     }

@@ -76,11 +76,13 @@ class NeuralStandIn:
         width: int = 2048,
         blocks: int = 8,
         threads: int | None = None,
+        device: str = "cpu",
     ) -> None:
         torch.manual_seed(seed)
         if threads:
             torch.set_num_threads(threads)
-        self.net = _Net(width, blocks).to(torch.bfloat16).eval()
+        self.device = torch.device(device)
+        self.net = _Net(width, blocks).to(self.device, torch.bfloat16).eval()
 
     def reset(self) -> None:
         pass
@@ -102,7 +104,7 @@ class NeuralStandIn:
             words,
         )
         with torch.inference_mode():
-            actions = self.net(*inputs).float().numpy()
+            actions = self.net(*(x.to(self.device) for x in inputs)).float().cpu().numpy()
         ms = 1e3 * (time.perf_counter() - start)
         return [{"actions": a, "policy_timing": {"infer_ms": ms}} for a in actions]
 
