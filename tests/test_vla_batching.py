@@ -67,7 +67,9 @@ def _concurrently(port: int, observations: list[dict]) -> list[dict]:
         except Exception as exc:  # the test reads it
             replies[i] = exc
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(observations))]
+    threads = [
+        threading.Thread(target=ask, args=(i,), daemon=True) for i in range(len(observations))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -157,6 +159,20 @@ def test_a_bad_observation_fails_only_its_own_connection(serve):
         ws.send(b"\xc1 not msgpack")
         assert "WireError" in ws.recv(timeout=5)
     assert _concurrently(server.port, good[:1])[0]["actions"].shape == (10, 7)
+
+
+class Mute(Echo):
+    """A policy whose reply is not a dict (None): a clean error, and the server goes on."""
+
+    def infer(self, obs):
+        return None if obs["prompt"] == "mute" else super().infer(obs)
+
+
+def test_a_reply_that_is_not_a_dict_is_an_error_and_the_server_goes_on(serve):
+    server = serve(Mute(delay=0.0))
+    failed = _concurrently(server.port, [{**_obs(1), "prompt": "mute"}])[0]
+    assert "the policy answered a NoneType, not a dict" in str(failed)
+    assert _concurrently(server.port, [_obs(2)])[0]["actions"].shape == (10, 7)
 
 
 class OpenpiLike:

@@ -175,11 +175,15 @@ class PolicyServer(MsgpackServer):
         compute_ms = 1e3 * (time.monotonic() - start)
         self.batch_sizes[len(batch)] += 1
         for request, reply in zip(batch, replies, strict=True):
-            reply = dict(reply)
-            reply["server_timing"] = {
+            if request.reply.done():  # its client has gone
+                continue
+            if not isinstance(reply, dict):
+                error = TypeError(f"the policy answered a {type(reply).__name__}, not a dict")
+                request.reply.set_exception(error)
+                continue
+            timing = {
                 "infer_ms": compute_ms,
                 "queue_ms": 1e3 * (start - request.arrived),
                 "batch_size": len(batch),
             }
-            if not request.reply.done():  # its client may have gone
-                request.reply.set_result(reply)
+            request.reply.set_result({**reply, "server_timing": timing})
