@@ -2,6 +2,7 @@
 websockets on 127.0.0.1."""
 
 import importlib.util
+import json
 import threading
 import time
 
@@ -11,6 +12,8 @@ from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from websockets.sync.client import connect
 
 from sarl_dist.config import ConfigError
+from sarl_dist.runtime.driver import run_training
+from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.testing import tiny_config
 from sarl_dist.vla import make_server_policy
 from sarl_dist.vla.base import BatchedPolicy, ChunkedVLA
@@ -236,3 +239,22 @@ def test_a_worker_reads_how_the_server_served_it(serve):
     assert timing["requests"] == 3 and timing["batch_size"] == 1
     assert timing["compute_ms"] >= 10 and timing["queue_ms"] >= 0
     assert vla.server_timing() is None  # drained
+
+
+def test_a_run_reports_how_its_policy_server_served_it(tmp_path):
+    cfg = tiny_config(
+        "runtime.mode=local",
+        "runtime.num_workers=1",
+        "train.episodes=3",
+        "eval.every=3",
+        "eval.episodes=1",
+        "vla.kind=skill",
+        "vla.served_policy=skill_chain",
+    )
+    run = RunDir.create(tmp_path / "run", cfg)
+    run_training(cfg, run, show_progress=False)
+    episodes = run.read_jsonl("episodes.jsonl")
+    assert all(e["vla_timing"]["requests"] >= 1 for e in episodes)
+    assert all(e["vla_timing"]["batch_size"] == 1 for e in episodes)  # one worker
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["vla_batch_size"] == 1 and summary["vla_compute_ms_p50"] >= 0

@@ -71,13 +71,18 @@ class Telemetry:
             "worker/staleness_updates": max(summary["staleness_updates"]),
             "worker/overhead_ms": float(np.median(summary["overhead_ms"])),
         }
-        vla = summary.get("vla_timing")
-        if vla is not None:
+        vla = summary.get("vla_timing") or {}
+        if vla:
             self.vla_timing.append(vla)
-            scalars |= {f"vla/{k}": vla[k] for k in ("queue_ms", "batch_size", "compute_ms")}
-            m.vla_queue_ms.set(vla["queue_ms"])
-            m.vla_batch_size.set(vla["batch_size"])
-            m.vla_compute_ms.set(vla["compute_ms"])
+        gauges = {
+            "queue_ms": m.vla_queue_ms,
+            "batch_size": m.vla_batch_size,
+            "compute_ms": m.vla_compute_ms,
+        }
+        for key, gauge in gauges.items():
+            if key in vla:
+                scalars[f"vla/{key}"] = vla[key]
+                gauge.set(vla[key])
         m.decisions_per_second.set(scalars["train/decisions_per_second"])
         m.updates_per_second.set(scalars["learner/updates_per_second"])
         if fresh:  # the services' own figures change only when fetched
@@ -117,17 +122,17 @@ class Telemetry:
         }
 
     def _vla_figures(self) -> dict:
-        """The policy servers' figures over the episodes' medians; None without a server."""
-        if not self.vla_timing:
-            return {"vla_queue_ms_p50": None, "vla_compute_ms_p50": None, "vla_batch_size": None}
+        """The policy servers' figures over the episodes' (None where no server reported
+        them): median queue wait and compute, mean batch size."""
 
-        def column(key: str) -> np.ndarray:
-            return np.asarray([t[key] for t in self.vla_timing], dtype=float)
+        def over_episodes(key: str, summary) -> float | None:
+            values = [t[key] for t in self.vla_timing if key in t]
+            return float(summary(values)) if values else None
 
         return {
-            "vla_queue_ms_p50": float(np.nanpercentile(column("queue_ms"), 50)),
-            "vla_compute_ms_p50": float(np.nanpercentile(column("compute_ms"), 50)),
-            "vla_batch_size": float(np.nanmean(column("batch_size"))),
+            "vla_queue_ms_p50": over_episodes("queue_ms", np.median),
+            "vla_compute_ms_p50": over_episodes("compute_ms", np.median),
+            "vla_batch_size": over_episodes("batch_size", np.mean),
         }
 
     def close(self) -> None:

@@ -64,23 +64,23 @@ class ChunkedVLA:
         return self._queue.popleft()
 
     def server_timing(self) -> dict[str, float] | None:
-        """How a policy server served the requests since the last call (median queue wait
-        and compute, mean batch size); None when no reply carried server_timing (an
-        in-process VLA, or a server that does not report them)."""
+        """How a policy server served the requests since the last call: their number, the
+        median queue wait and compute, the mean batch size, each where the replies report
+        it (openpi's server reports only infer_ms); None when none carried server_timing
+        (an in-process VLA)."""
         served, self._served = self._served, []
         if not served:
             return None
-
-        def values(key: str) -> list[float]:
-            return [float(t[key]) for t in served if isinstance(t.get(key), int | float)]
-
-        queue, compute, sizes = values("queue_ms"), values("infer_ms"), values("batch_size")
-        return {
-            "requests": len(served),
-            "queue_ms": float(np.median(queue)) if queue else float("nan"),
-            "compute_ms": float(np.median(compute)) if compute else float("nan"),
-            "batch_size": float(np.mean(sizes)) if sizes else float("nan"),
-        }
+        figures: dict[str, float] = {"requests": len(served)}
+        for key, name, summary in (
+            ("queue_ms", "queue_ms", np.median),
+            ("infer_ms", "compute_ms", np.median),
+            ("batch_size", "batch_size", np.mean),
+        ):
+            values = [t[key] for t in served if isinstance(t.get(key), int | float)]
+            if values:
+                figures[name] = float(summary(values))
+        return figures
 
     def _check(self, reply: Any) -> np.ndarray:
         if not isinstance(reply, dict) or "actions" not in reply:
