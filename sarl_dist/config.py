@@ -270,8 +270,9 @@ class VLAConfig(_Section):
         5.0,
         ge=0,
         le=1000,
-        description="Longest a request waits at an idle policy server for others to batch "
-        "with (requests arriving while it computes are batched without waiting).",
+        description="Longest a request waits at an idle policy server for other connections' "
+        "requests to batch with (requests arriving while it computes are batched without "
+        "waiting; with one connection, none waits).",
     )
     neural_width: int = Field(
         2048, ge=8, description="Neural stand-in (--policy neural): width of its layers."

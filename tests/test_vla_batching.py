@@ -130,11 +130,15 @@ def test_batches_never_exceed_max_batch(serve):
 def test_a_lone_request_is_served_after_at_most_the_wait(serve):
     server = serve(BatchedEcho(delay=0.0), max_batch=8, batch_wait_ms=300)
     client = WebsocketClientPolicy("127.0.0.1", server.port)
+    alone = client.infer(_obs(1))["server_timing"]
+    assert alone["queue_ms"] < 100  # no other connection: no company to wait for
+    idle = WebsocketClientPolicy("127.0.0.1", server.port)  # could send, but does not
     start = time.monotonic()
     reply = client.infer(_obs(1))
     took = time.monotonic() - start
     assert 250 <= reply["server_timing"]["queue_ms"] <= 400  # it waited for company, then went
     assert took < 1.0 and reply["server_timing"]["batch_size"] == 1
+    assert idle.get_server_metadata() == {}
 
 
 def test_a_policy_without_infer_batch_is_served_one_request_at_a_time(serve):

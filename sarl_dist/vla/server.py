@@ -16,7 +16,9 @@ each wait for everyone else's chunk, while a large model computes a batch of 8 i
 the time of one. Here a policy offering `infer_batch` (vla.base.BatchedPolicy, the shape
 openpi's proposed `Policy.infer_batch` has) gets the requests of all connections gathered
 into one call: whatever arrived while the last call ran, up to `max_batch`, waiting for
-more until `batch_wait_ms` after the oldest arrived. Each client still sends one
+more until `batch_wait_ms` after the oldest arrived, unless every open connection already
+has its request in (openpi's client sends one at a time, so a lone worker never waits
+for company that cannot come). Each client still sends one
 observation and gets its own reply: the wire protocol is openpi's, unchanged. A policy
 without `infer_batch` is called one request at a time. The policy runs on a thread of its
 own, so the server keeps receiving (the next batch) and answering /healthz while it
@@ -80,6 +82,7 @@ class PolicyServer(MsgpackServer):
         # One thread: the policy is not assumed thread-safe, and calls never overlap.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="policy")
         self._queue: asyncio.Queue[_Request] | None = None
+        self._connections = 0  # each has at most one request in flight (openpi's client)
         self.batch_sizes: Counter[int] = Counter()  # calls of the policy by batch size
 
     async def serve_async(self) -> None:
@@ -92,6 +95,13 @@ class PolicyServer(MsgpackServer):
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def handle(self, ws: ServerConnection) -> None:
+        self._connections += 1
+        try:
+            await self._serve_connection(ws)
+        finally:
+            self._connections -= 1
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
         await ws.send(pack(self.metadata))
         prev_total = None
         while True:
@@ -132,7 +142,8 @@ class PolicyServer(MsgpackServer):
         while True:
             batch = [await self._queue.get()]
             deadline = batch[0].arrived + self.batch_wait
-            while len(batch) < self.max_batch:
+            # No waiting once every connection has its request in the batch.
+            while len(batch) < min(self.max_batch, self._connections):
                 if not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                     continue
