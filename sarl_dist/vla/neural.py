@@ -2,7 +2,7 @@
 images, the state and the tokenised prompt, with random weights, that answers openpi's
 LIBERO observation with a (10, 7) action chunk. It offers `infer_batch`, so the policy
 server can run many workers' requests as one forward pass, as openpi's proposed batched
-inference would (openpi PR 941). Its actions mean nothing: never let it drive an arm.
+inference would. Its actions mean nothing: never let it drive an arm.
 
 Its shape is chosen to serve like a large VLA at small batch: each request becomes one
 fused vector (pooled image stems, state, mean word embedding), and the body is a stack of

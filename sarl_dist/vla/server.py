@@ -17,8 +17,8 @@ the time of one. Here a policy offering `infer_batch` (vla.base.BatchedPolicy, t
 openpi's proposed `Policy.infer_batch` has) gets the requests of all connections gathered
 into one call: whatever arrived while the last call ran, up to `max_batch`, waiting for
 more until `batch_wait_ms` after the oldest arrived, unless every open connection already
-has its request in (openpi's client sends one at a time, so a lone worker never waits
-for company that cannot come). Each client still sends one
+has its request in (a connection's next frame is read once its last is answered, so a
+lone worker never waits for company that cannot come). Each client still sends one
 observation and gets its own reply: the wire protocol is openpi's, unchanged. A policy
 without `infer_batch` is called one request at a time. The policy runs on a thread of its
 own, so the server keeps receiving (the next batch) and answering /healthz while it
@@ -82,7 +82,7 @@ class PolicyServer(MsgpackServer):
         # One thread: the policy is not assumed thread-safe, and calls never overlap.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="policy")
         self._queue: asyncio.Queue[_Request] | None = None
-        self._connections = 0  # each has at most one request in flight (openpi's client)
+        self._connections = 0  # each has at most one request in flight (read, answer, read)
         self.batch_sizes: Counter[int] = Counter()  # calls of the policy by batch size
 
     async def serve_async(self) -> None:
