@@ -9,7 +9,11 @@ other. The two servers take turns, `--rounds` times `--seconds` each, so a share
 changing load falls on both alike. The forward pass alone (8 batch-1 calls vs one batch
 of 8) is measured first, in the same run, so the serving figure can be read against it.
 
-    python benchmarks/vla_batching.py [--seconds 5] [--rounds 3] [--out bench.json]
+    python benchmarks/vla_batching.py [--seconds 5] [--rounds 4] [--out bench.json]
+
+`speedup` is the batched server's throughput over the other's, all rounds together;
+`round_speedups` are the rounds' own (each pair of turns side by side in time), to show
+how much the machine's load moved the figure.
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ def row(max_batch: int, rounds: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="Per server and round.")
-    parser.add_argument("--rounds", type=int, default=3, help="Turns each server takes.")
+    parser.add_argument("--rounds", type=int, default=4, help="Turns each server takes.")
     parser.add_argument("--width", type=int, default=2048, help="Neural stand-in width.")
     parser.add_argument("--blocks", type=int, default=8, help="Neural stand-in blocks.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the policy.")
@@ -126,8 +130,17 @@ def main() -> None:
             done.append(serve(policy, max_batch, args.wait_ms, args.seconds))
     rows = [row(max_batch, done) for max_batch, done in turns.items()]
     speedup = rows[0]["requests_per_s"] / rows[1]["requests_per_s"]
+
+    def throughput(turn: dict) -> float:
+        return sum(map(len, turn["timings"])) / turn["wall"]
+
+    round_speedups = [
+        round(throughput(b) / throughput(s), 2)
+        for b, s in zip(turns[CLIENTS], turns[1], strict=True)
+    ]
     result = {
         "speedup": round(speedup, 2),
+        "round_speedups": round_speedups,
         "clients": CLIENTS,
         "seconds": args.seconds,
         "rounds": args.rounds,
