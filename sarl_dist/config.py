@@ -259,6 +259,32 @@ class VLAConfig(_Section):
     server_start_timeout: float = Field(
         600.0, gt=0, description="Seconds a server subprocess may take to answer /healthz."
     )
+    max_batch: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most concurrent requests a policy server answers with one batched call "
+        "(policies offering infer_batch; others are served one request at a time).",
+    )
+    batch_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="Longest a request waits at an idle policy server for other connections' "
+        "requests to batch with (requests arriving while it computes are batched without "
+        "waiting; with one connection, none waits).",
+    )
+    neural_width: int = Field(
+        2048, ge=8, description="Neural stand-in (--policy neural): width of its layers."
+    )
+    neural_blocks: int = Field(8, ge=1, description="Neural stand-in: residual blocks.")
+    openpi_config: str = Field(
+        "pi05_libero", description="openpi training config `sarl serve-vla --policy openpi` loads."
+    )
+    openpi_checkpoint: str = Field(
+        "gs://openpi-assets/checkpoints/pi05_libero",
+        description="Its checkpoint (a directory or gs:// address, as openpi takes it).",
+    )
     server_bind: str = Field(
         "127.0.0.1",
         description="Interface the run's own servers bind; 0.0.0.0 lets workers on other nodes "
@@ -468,6 +494,11 @@ class LearnerConfig(_Section):
     )
     publish_every: int = Field(
         20, ge=1, description="Gradient steps between weight publications to workers."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "cpu",
+        description="Where the Learner trains: cuda asks its placement bundle for one GPU; auto "
+        "is cuda when torch on the driver's machine sees a GPU, else cpu.",
     )
     target: TargetConfig = TargetConfig()
 

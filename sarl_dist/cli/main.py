@@ -176,7 +176,12 @@ def probe(
 @app.command("serve-vla")
 def serve_vla(
     policy: Annotated[
-        str, typer.Option(help="Which policy to serve: skill or skill_chain.")
+        str,
+        typer.Option(
+            help="Which policy to serve: skill, skill_chain, neural (a stand-in for "
+            "measuring serving, batched; its actions mean nothing) or openpi (vla.openpi_config "
+            "and vla.openpi_checkpoint; needs openpi installed)."
+        ),
     ] = "skill",
     config: Annotated[Path | None, typer.Option(help="Config whose env section it serves.")] = None,
     set_: SetOption = None,
@@ -199,7 +204,14 @@ def serve_vla(
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     server = PolicyServer(
-        served, host, port, metadata, api_key=key, drop_every=cfg.faults.drop_vla_every
+        served,
+        host,
+        port,
+        metadata,
+        api_key=key,
+        drop_every=cfg.faults.drop_vla_every,
+        max_batch=cfg.vla.max_batch,
+        batch_wait_ms=cfg.vla.batch_wait_ms,
     )
     logging.info("serving %s on ws://%s:%d (GET /healthz)", policy, host, port)
     with contextlib.suppress(KeyboardInterrupt):

@@ -6,6 +6,9 @@ min-over-ensemble target, one Adam step over all members on a shared batch.
 
 pi is the behaviour policy itself (the online ensemble mean), which makes the backup the
 expectation under the policy that collects the data.
+
+The agent trains on `learner.device`: a sampled batch crosses to it in one transfer per
+field, and weights leave it only when published (qnet.weights_to_numpy, CPU NumPy).
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from sarl_dist.config import LearnerConfig, QConfig
 from sarl_dist.core.policy import masked_softmax
 from sarl_dist.core.qnet import QEnsemble
 from sarl_dist.core.replay import Batch
+
+
+def resolve_device(name: str) -> torch.device:
+    """learner.device as torch's device: auto is cuda only when torch sees a GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("learner.device=cuda, but torch sees no GPU here")
+    return torch.device(name)
 
 
 def build_q(num_prompts: int, cfg: QConfig) -> QEnsemble:
@@ -57,14 +69,18 @@ class SARLAgent:
     ) -> None:
         torch.manual_seed(seed)
         self.cfg, self.gamma, self.num_prompts = cfg, gamma, num_prompts
-        self.q = build_q(num_prompts, q_cfg)
+        self.device = resolve_device(cfg.device)
+        self.q = build_q(num_prompts, q_cfg).to(self.device)  # initialised on the CPU: same
         self.target = copy.deepcopy(self.q).requires_grad_(False)
         self.opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
         self.updates = 0
 
-    @staticmethod
-    def _tensors(batch: Batch) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in vars(batch).items()}
+    def _tensors(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The batch on the training device, one transfer per field (images stay uint8)."""
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
+            for k, v in vars(batch).items()
+        }
 
     @torch.no_grad()
     def td_target(self, batch: Batch) -> torch.Tensor:
@@ -76,7 +92,7 @@ class SARLAgent:
         rows, cols = mask.nonzero(as_tuple=True)
 
         def q_next(net: QEnsemble) -> torch.Tensor:
-            dense = torch.zeros(net.members, *mask.shape)
+            dense = torch.zeros(net.members, *mask.shape, device=mask.device)
             state = net.encode(t["next_image"], t["next_proprio"])
             dense[:, rows, cols] = net.q_pairs(state, rows, cols)
             return dense
@@ -95,7 +111,7 @@ class SARLAgent:
         t = self._tensors(batch)
         with torch.no_grad():
             y = self._td_target(t)
-        rows = torch.arange(len(batch))
+        rows = torch.arange(len(batch), device=self.device)
         q_sa = self.q.q_pairs(self.q.encode(t["image"], t["proprio"]), rows, t["prompt"])
         loss = ((q_sa - y.unsqueeze(0)) ** 2).mean(1).sum()
         self.opt.zero_grad(set_to_none=True)
@@ -133,7 +149,7 @@ class SARLAgent:
         return buf.getvalue()
 
     def load_state_bytes(self, data: bytes) -> None:
-        state = torch.load(io.BytesIO(data), weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
         self.q.load_state_dict(state["q"])
         self.target.load_state_dict(state["target"])
         self.opt.load_state_dict(state["opt"])

@@ -111,7 +111,7 @@ class QEnsemble(nn.Module):
         returns the members' norms before clipping. A member owns its CNN and its slice
         (index 0) of every stacked parameter."""
         stacked = [p for name, p in self.named_parameters() if not name.startswith("cnns.")]
-        squares = torch.zeros(self.members)
+        squares = torch.zeros(self.members, device=self.prompt_in.device)
         for p in stacked:
             if p.grad is not None:
                 squares += p.grad.detach().pow(2).flatten(1).sum(1)
@@ -133,8 +133,8 @@ class QEnsemble(nn.Module):
     def forward(self, image: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """Q for every prompt -> (E, B, K)."""
         b, k = image.shape[0], self.num_prompts
-        rows = torch.arange(b).repeat_interleave(k)
-        prompts = torch.arange(k).repeat(b)
+        rows = torch.arange(b, device=image.device).repeat_interleave(k)
+        prompts = torch.arange(k, device=image.device).repeat(b)
         return self.q_pairs(self.encode(image, proprio), rows, prompts).reshape(-1, b, k)
 
 

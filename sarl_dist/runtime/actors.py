@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import ray
+import torch
 from ray.util.placement_group import (
     PlacementGroup,
     placement_group,
@@ -35,14 +36,24 @@ class PlacementError(RuntimeError):
     """The cluster cannot place the run's actors."""
 
 
+def learner_gpus(cfg: Config) -> float:
+    """The GPU the Learner asks for: one when it trains on cuda (learner.device=cuda, or
+    auto where torch here sees a GPU). Without one Ray hides the GPUs from the actor, so
+    its own `auto` then picks the CPU too."""
+    device = cfg.learner.device
+    return 1.0 if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else 0.0
+
+
 def placement_bundles(cfg: Config) -> list[dict[str, float]]:
     """A run's placement group, in bundle order."""
     rt, vla = cfg.runtime, cfg.vla
+    gpus = learner_gpus(cfg)
+    learner = {"CPU": rt.learner_cpus} | ({"GPU": gpus} if gpus else {})
     worker = {"CPU": rt.worker_cpus} | ({"GPU": rt.worker_gpus} if rt.worker_gpus else {})
     server = {"CPU": vla.server_cpus} | ({"GPU": vla.server_gpus} if vla.server_gpus else {})
     replicas = vla.replicas if vla.kind == "skill" else 0
     return (
-        [{"CPU": rt.learner_cpus}, {"CPU": rt.vlm_cpus}]
+        [learner, {"CPU": rt.vlm_cpus}]
         + [worker] * rt.num_workers
         + [server | vla.server_resources] * replicas
     )
@@ -142,9 +153,9 @@ class RunActors:
             if self.local
             else {"max_restarts": rt.max_restarts, "max_task_retries": rt.max_restarts}
         )
-        self.learner = self._spawn(Learner, 0, rt.learner_cpus, max_concurrency=8, **durable)(
-            cfg, cfg.cache.capacity, str(checkpoints), str(episode_log), self.run_name
-        )
+        self.learner = self._spawn(
+            Learner, 0, rt.learner_cpus, learner_gpus(cfg), max_concurrency=8, **durable
+        )(cfg, cfg.cache.capacity, str(checkpoints), str(episode_log), self.run_name)
         self.vlm = self._spawn(VLMService, 1, rt.vlm_cpus, **durable)(
             cfg, task, cache_state, responses, str(cache_file), self.run_name
         )

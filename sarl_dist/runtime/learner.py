@@ -6,9 +6,11 @@ paced by data: each stored transition past warm-up adds `updates_per_step` gradi
 steps to a budget the thread spends; `wait_idle` lets the driver line evaluation points
 up with a fully spent budget, so a run's update count is a function of its data.
 
-Weights are published as a Ray object every `publish_every` steps and whenever the
-budget runs dry; workers poll before each decision and fetch only weights they do not
-hold (told apart by object id, which stays unique across a restart).
+It trains on `learner.device` (a GPU when the run's placement gave it one, see
+runtime/actors.py learner_gpus); weights are published as CPU NumPy arrays either way, as
+a Ray object every `publish_every` steps and whenever the budget runs dry; workers poll
+before each decision and fetch only weights they do not hold (told apart by object id,
+which stays unique across a restart).
 
 Given the run's directories, the Learner is durable: an episode is written to the episode
 log before `add_episode` returns, and every (re)start - Ray restarts a dead Learner with

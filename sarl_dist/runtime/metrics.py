@@ -45,6 +45,16 @@ class RunMetrics:
         self.faults = counter(
             "sarl_episode_faults", "Episodes cut short, by kind (docs/reliability.md).", "kind"
         )
+        # the policy servers, as the workers' replies report them (server_timing)
+        self.vla_queue_ms = gauge(
+            "sarl_vla_queue_ms", "Median wait of a VLA request for its batch, last episode."
+        )
+        self.vla_batch_size = gauge(
+            "sarl_vla_batch_size", "Mean batch a VLA request was served in, last episode."
+        )
+        self.vla_compute_ms = gauge(
+            "sarl_vla_compute_ms", "Median time of the policy call serving a VLA request."
+        )
         # the Learner
         self.updates = counter("sarl_learner_updates", "Learner gradient steps.")
         self.loss = gauge("sarl_learner_loss", "TD loss of the last gradient step.")

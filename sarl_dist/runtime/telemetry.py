@@ -29,6 +29,7 @@ class Telemetry:
         self.every = 0.0 if attended else LIVE_STATS_EVERY_S
         self.overhead: list[float] = []
         self.staleness: list[int] = []
+        self.vla_timing: list[dict] = []  # each episode's, where a policy server reported it
         self.decisions = 0  # in this process (the rate; the run's total is the driver's)
         self._decision_rate, self._update_rate = Rate(), Rate()
         self._live: tuple[float, dict, dict] | None = None  # (when, learner stats, VLM stats)
@@ -70,6 +71,18 @@ class Telemetry:
             "worker/staleness_updates": max(summary["staleness_updates"]),
             "worker/overhead_ms": float(np.median(summary["overhead_ms"])),
         }
+        vla = summary.get("vla_timing") or {}
+        if vla:
+            self.vla_timing.append(vla)
+        gauges = {
+            "queue_ms": m.vla_queue_ms,
+            "batch_size": m.vla_batch_size,
+            "compute_ms": m.vla_compute_ms,
+        }
+        for key, gauge in gauges.items():
+            if key in vla:
+                scalars[f"vla/{key}"] = vla[key]
+                gauge.set(vla[key])
         m.decisions_per_second.set(scalars["train/decisions_per_second"])
         m.updates_per_second.set(scalars["learner/updates_per_second"])
         if fresh:  # the services' own figures change only when fetched
@@ -105,6 +118,21 @@ class Telemetry:
             # None where no worker ran two training episodes in a row (one robot, attended)
             "worker_wait_ms_p50": float(np.percentile(wait_ms, 50)) if wait_ms.size else None,
             "worker_wait_ms_p95": float(np.percentile(wait_ms, 95)) if wait_ms.size else None,
+            **self._vla_figures(),
+        }
+
+    def _vla_figures(self) -> dict:
+        """The policy servers' figures over the episodes' (None where no server reported
+        them): median queue wait and compute, mean batch size."""
+
+        def over_episodes(key: str, summary) -> float | None:
+            values = [t[key] for t in self.vla_timing if key in t]
+            return float(summary(values)) if values else None
+
+        return {
+            "vla_queue_ms_p50": over_episodes("queue_ms", np.median),
+            "vla_compute_ms_p50": over_episodes("compute_ms", np.median),
+            "vla_batch_size": over_episodes("batch_size", np.mean),
         }
 
     def close(self) -> None:

@@ -61,6 +61,8 @@ class VLAServer:
                 metadata,
                 api_key=api_key(cfg),
                 drop_every=cfg.faults.drop_vla_every,
+                max_batch=vla.max_batch,
+                batch_wait_ms=vla.batch_wait_ms,
             ).start_background()
             self.port = self.server.port
             return

@@ -172,6 +172,7 @@ class EnvWorker:
         summary["worker"] = self.index
         # The policy server that served the whole episode (None: the VLA is in process).
         summary["vla_server"] = getattr(self.vla.policy, "uri", None)
+        summary["vla_timing"] = self.vla.server_timing()  # its queue wait, batches, compute
         if recorder is not None:
             path = Path(f"{video}-{'ok' if summary['success'] else 'fail'}.mp4")
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from sarl_dist.config import Config
 from sarl_dist.vla.base import ChunkedVLA, VLAPolicy
 from sarl_dist.wire import api_key_from_env
 
-SERVABLE = ("skill_chain", "skill")
+SERVABLE = ("skill_chain", "skill", "neural", "openpi")
 
 
 def api_key(cfg: Config) -> str | None:
@@ -77,4 +77,14 @@ def make_server_policy(name: str, cfg: Config) -> tuple[VLAPolicy, dict[str, Any
             seed=cfg.seed, action_noise=cfg.vla.action_noise, p_partial=cfg.vla.p_partial
         )
         return policy, {"policy": name, "action_dim": 7, "action_horizon": HORIZON}
+    if name == "neural":
+        from sarl_dist.vla.neural import ACTION_DIM, HORIZON, NeuralStandIn
+
+        policy = NeuralStandIn(cfg.seed, cfg.vla.neural_width, cfg.vla.neural_blocks)
+        return policy, {"policy": name, "action_dim": ACTION_DIM, "action_horizon": HORIZON}
+    if name == "openpi":
+        from sarl_dist.vla.openpi_policy import load_openpi
+
+        policy = load_openpi(cfg.vla.openpi_config, cfg.vla.openpi_checkpoint)
+        return policy, policy.metadata
     raise ValueError(f"--policy: unknown policy {name!r}; choose from {', '.join(SERVABLE)}")
