@@ -203,6 +203,7 @@ class Driver:
         videos = self._videos(True, [job[0] for job in jobs])
         self.scheduler.run(jobs, True, lambda s, _: results.append(s), videos, point)
         for summary in sorted(results, key=lambda r: -r["episode"]):
+            self.telemetry.answered_locally(summary)
             index = -1 - summary.pop("episode")
             self.run.log_eval_episode({"eval_point": point, "eval_index": index} | summary)
         mean, se = _mean_se([float(r["success"]) for r in results])

@@ -30,6 +30,7 @@ from sarl_dist.methods import METHODS
 from sarl_dist.report.video import Recorder
 from sarl_dist.runtime import compute
 from sarl_dist.runtime.faults import Faults
+from sarl_dist.runtime.vlm_service import scene_key
 from sarl_dist.vla import make_vla
 from sarl_dist.vlm.base import HistoryItem
 
@@ -37,30 +38,53 @@ log = logging.getLogger(__name__)
 
 
 class VLMCandidates:
-    """A(s) from the run's VLMService. With `refresh_steps` (a robot decides every step and
-    refreshes its candidates every 20), A(s) is the last proposal until that many
-    low-level steps have passed."""
+    """A(s) from the run's VLMService. An answer the service stores for a request key never
+    changes, so a scene this worker was answered before is answered again from its own
+    copy, with no round trip: keyed as the service keys it, under the cache's view the
+    service's last answer showed (a cache another worker froze since is seen at this
+    worker's next miss: its hits meanwhile are ordered before the freeze). The hits are
+    counted per episode (`local`) and reported to the service with it. With
+    `refresh_steps` (a robot decides every step and refreshes its candidates every 20),
+    A(s) is the last proposal until that many low-level steps have passed."""
 
     def __init__(self, vlm, refresh_steps: int | None) -> None:
         self.vlm, self.every = vlm, refresh_steps
         self._last: tuple[int, np.ndarray] | None = None  # (at low-level step, ids)
+        self._view: str | None = None  # the service's cache view; None before its first answer
+        self._answers: dict[tuple, tuple[np.ndarray, int]] = {}  # key -> (ids, rejected)
+        self.local = {"hits": 0, "rejected": 0}  # this episode's, for the service's counts
 
     def reset(self) -> None:
         self._last = None
+        self.local = {"hits": 0, "rejected": 0}
 
     def ask(self, obs: Observation, t: int, steps: int, history: tuple):
         if self._last is not None and self.every and steps - self._last[0] < self.every:
             return None
         shown = tuple(HistoryItem(text, scene) for text, scene in history)
-        return steps, self.vlm.propose.remote(obs.scene, shown)
+        scene = scene_key(obs.scene, shown)
+        if (self._view, *scene) in self._answers:
+            return steps, scene, None
+        return steps, scene, self.vlm.candidates.remote(obs.scene, shown)
 
     def collect(self, pending) -> tuple[np.ndarray, dict[int, str]]:
         if pending is None:
             return self._last[1], {}
-        steps, ref = pending
-        ids, texts = compute.get(ref)
-        self._last = (steps, np.asarray(ids, dtype=np.int64))
-        return self._last[1], dict(zip(ids, texts, strict=True))
+        steps, scene, ref = pending
+        texts = {}
+        if ref is None:
+            ids, rejected = self._answers[(self._view, *scene)]
+            self.local["hits"] += 1
+            self.local["rejected"] += rejected
+        else:
+            answer = compute.get(ref)
+            ids = np.asarray(answer.ids, dtype=np.int64)
+            texts = dict(zip(answer.ids, answer.texts, strict=True))
+            if answer.stored is not None:
+                self._answers[(answer.stored, *scene)] = (ids, answer.rejected)
+            self._view = answer.view
+        self._last = (steps, ids)
+        return ids, texts
 
 
 class PlanCandidates:
@@ -170,6 +194,8 @@ class EnvWorker:
             self.parts, Episode(episode, seed, greedy), recorder, self._decision
         )
         summary["worker"] = self.index
+        if isinstance(self.parts.candidates, VLMCandidates):  # what the service did not see
+            summary["vlm_local"] = self.parts.candidates.local
         # The policy server that served the whole episode (None: the VLA is in process).
         summary["vla_server"] = getattr(self.vla.policy, "uri", None)
         if recorder is not None:
