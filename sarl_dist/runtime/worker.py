@@ -13,6 +13,8 @@ VLMService, or a fixed plan) and Q(s, .) (the Learner's published weights).
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,34 +105,56 @@ class PlanCandidates:
         return np.asarray([self.ids[min(t, len(self.ids) - 1)]], dtype=np.int64), {}
 
 
+POLL_EVERY_S = 0.02
+"""A worker polls the Learner for weights at most this often. The Learner publishes every
+`learner.publish_every` gradient steps (each tens of milliseconds), so closer polls find
+nothing new; one per decision made the Learner a serial point at ~15 skill-chain workers
+(docs/performance.md). On LIBERO (a decision a second) every decision still polls."""
+
+
 class LearnerWeights:
     """Q(s, .) from the newest weights the Learner has published. The poll for the next
     decision's weights is sent while the VLA acts (`prefetch`), so applying them usually
-    costs no round trip; weights are fetched only when their object id changes."""
+    costs no round trip; weights are fetched only when their object id changes. An
+    episode's first decision polls afresh; later polls are at least POLL_EVERY_S apart, so
+    a decision may use weights published up to that long before it (its staleness is as
+    the last poll measured it)."""
 
     def __init__(self, learner, q: QEnsemble) -> None:
         self.learner, self.q = learner, q
         self.version, self.staleness = -1, 0
+        self.polls = 0  # sent, for the episode's summary (one worker's demand on the Learner)
         self._held: str | None = None  # the object id of the weights loaded into q
         self._poll = None  # a poll sent during the last action, not yet read
+        self._sent = -math.inf  # when the last poll was sent (time.monotonic)
 
-    def reset(self) -> None:
-        self._poll = None  # an episode starts from the weights published by now
+    def _due(self) -> bool:
+        return time.monotonic() - self._sent >= POLL_EVERY_S
+
+    def _send(self) -> None:
+        self._poll, self._sent = self.learner.poll.remote(self._held), time.monotonic()
+        self.polls += 1
+
+    def reset(self) -> None:  # an episode starts from the weights published by now
+        self.polls, self._poll, self._sent = 0, None, -math.inf
 
     def prefetch(self) -> None:
-        self._poll = self.learner.poll.remote(self._held)
+        if self._due():
+            self._send()
 
     def values(self, obs: Observation) -> np.ndarray:
-        poll = self._poll or self.learner.poll.remote(self._held)
-        self._poll = None
-        version, published_updates, updates_now, fresh = compute.get(poll)
-        if fresh is not None:
-            try:
-                load_numpy_weights(self.q, compute.get(fresh[0]))
-                self.version, self._held = version, fresh[0].hex()
-            except ray.exceptions.RayError as exc:  # the Learner died after publishing
-                log.warning("weights v%d are gone (%s); keeping mine", version, exc)
-        self.staleness = updates_now - published_updates
+        if self._poll is None and self._due():
+            self._send()
+        if self._poll is not None:
+            version, published_updates, updates_now, fresh = compute.get(self._poll)
+            self._poll = None
+            if fresh is not None:
+                try:
+                    load_numpy_weights(self.q, compute.get(fresh[0]))
+                    self.version, self._held = version, fresh[0].hex()
+                except ray.exceptions.RayError as exc:  # the Learner died after publishing
+                    log.warning("weights v%d are gone (%s); keeping mine", version, exc)
+            self.staleness = updates_now - published_updates
         with torch.inference_mode():
             q = self.q(torch.from_numpy(obs.image[None]), torch.from_numpy(obs.proprio[None]))
         return q.mean(0)[0].numpy()
@@ -196,6 +220,8 @@ class EnvWorker:
         summary["worker"] = self.index
         if isinstance(self.parts.candidates, VLMCandidates):  # what the service did not see
             summary["vlm_local"] = self.parts.candidates.local
+        if self.parts.values is not None:
+            summary["weight_polls"] = self.parts.values.polls
         # The policy server that served the whole episode (None: the VLA is in process).
         summary["vla_server"] = getattr(self.vla.policy, "uri", None)
         if recorder is not None:
