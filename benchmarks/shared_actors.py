@@ -17,8 +17,10 @@ this machine and divided by what one worker asks of it, measured in the same run
    workers), but the commits one group at a time, as the driver sends them, of one
    episode and of `--group` episodes. The scenes are 64 of the skill chain's, the
    episode a real one, passed by reference as the driver passes a worker's. Untimed calls
-   first start each actor and show the VLMService every scene once, so what is timed is
-   the steady state of a run whose scenes recur (answers from the service's cache).
+   first start each actor and show the VLMService every scene once, so the first
+   VLMService row times a run whose scenes recur (answers from the service's cache); the
+   second sends a frame never seen before with every call, as the skill chain's noisy
+   frames are (the proposer runs each time).
 
 Each call is also sent, with the same arguments, to an empty actor of the same kind (asyncio
 like the VLMService, threaded like the Learner): vs_empty_actor is how close a shared actor
@@ -26,7 +28,7 @@ is to what Ray itself allows one actor here. Workers fed = capacity / one worker
 the worker count past which that part, not the workers, sets a run's pace. It needs only
 a core per shared actor, so a 2-core machine can say what a 64-core one would hit first.
 
-    python benchmarks/shared_actors.py [--episodes 60] [--inflight 16] [--group 8] [--seconds 5]
+    python benchmarks/shared_actors.py [--episodes 60] [--inflight 16] [--group 32] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 from overhead import bench_config  # a sibling script: benchmarks/ is on sys.path
 
@@ -94,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--inflight", type=int, default=16)
-    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--group", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -130,12 +133,25 @@ def main() -> None:
         def group(size: int):  # the arguments of a group of `size` episodes, as the driver's
             return lambda i: ([next(ids) for _ in range(size)], *[episode] * size)
 
+        def new_scene(i: int):  # a frame no call showed before (the skill chain's have noise)
+            scene = scenes[i % len(scenes)].copy()
+            scene.flat[:8] = np.frombuffer(np.int64(i).tobytes(), np.uint8)
+            return (scene,)
+
         calls = {  # name: (method, the empty actor's, arguments of call i, in flight, one
             # worker's rate of calls, episodes per call)
-            "VLMService.candidates": (
+            "VLMService.candidates (scenes seen before)": (
                 vlm.candidates,
                 empty_async.call,
                 lambda i: (scenes[i % len(scenes)],),
+                args.inflight,
+                proposals,
+                1,
+            ),
+            "VLMService.candidates (every scene new)": (
+                vlm.candidates,
+                empty_async.call,
+                new_scene,
                 args.inflight,
                 proposals,
                 1,

@@ -247,6 +247,7 @@ def test_a_vlm_that_starts_refusing_stops_the_run_checkpointed_and_it_resumes(tm
     assert sorted(e["episode"] for e in episodes) == list(range(8))
 
 
+PATIENT = "vlm.timeout=5"  # a loaded machine must not turn a slow reply into a fallback
 COUNTS = ("requests", "calls", "cache_hits", "merged", "fallbacks", "rejected", "tokens_in")
 
 
@@ -260,7 +261,7 @@ def test_a_workers_own_hits_are_the_services_answers_counted_exactly():
     answer = {"prompts": ["x" * 600, *OPEN["prompts"]]}  # too long: refused on every hit
     frames = [frame(v) for v in (1, 1, 2, 1, 2, 2)]
     with FakeVLMServer(scripted(FakeReply.json(answer))) as server:
-        direct, own = service(server), service(server)
+        direct, own = service(server, PATIENT), service(server, PATIENT)
         expected = [asyncio.run(direct.propose(f)) for f in frames]
         candidates = VLMCandidates(compute.LocalActor(own), None)
         got, known = [], {}
@@ -283,7 +284,7 @@ def test_a_worker_keys_its_hits_by_the_cache_the_service_shows_it_frozen_or_not(
         FakeReply.json({"choices": [{"index": 3, "prompt": "close the drawer"}]}),
     )
     with FakeVLMServer(replies) as server:
-        svc = service(server, "cache.capacity=4", cache_state=state)
+        svc = service(server, PATIENT, "cache.capacity=4", cache_state=state)
         candidates = VLMCandidates(compute.LocalActor(svc), None)
         assert ask(candidates, frame(1))[0] == [2, 0]
         assert ask(candidates, frame(2))[0] == [3, 0] and svc.cache.frozen
