@@ -1,20 +1,26 @@
 """How many workers one run's shared parts can feed, measured on the skill chain.
 
-Every worker goes through three serial points: the VLMService (a proposal per decision),
-the Learner (a weights poll per decision, an `add_episode` per episode, with its episode
-log written to disk) and the driver (a commit per episode). Scaling out stops at the first
-one to saturate, so each one's capacity is measured here on this machine and divided by
-what one worker asks of it, measured in the same run:
+Every worker goes through three serial points: the VLMService (a proposal for each scene
+the worker has not seen: it answers the rest from its own copy), the Learner (a weights
+poll at most every 20 ms, and the episodes the driver commits, in groups, each group
+written to the episode log and fsynced once) and the driver (a commit per episode).
+Scaling out stops at the first one to saturate, so each one's capacity is measured here on
+this machine and divided by what one worker asks of it, measured in the same run:
 
 1. one worker trains for `--episodes` episodes (configs/skill_chain.yaml, Learner idle
-   so the demand is the loop's own): its decisions per second and per episode, and the
-   driver loop's CPU per committed episode (summary `driver_cpu_ms_per_episode`);
+   so the demand is the loop's own): its decisions and episodes per second, the calls it
+   sent the VLMService (its requests less the ones it answered itself, summary `vlm`) and
+   the Learner's polls it sent (episodes.jsonl `weight_polls`), per second of training,
+   and the driver loop's CPU per committed episode (summary `driver_cpu_ms_per_episode`);
 2. a fresh VLMService and Learner, built from the same config, are sent the same calls
-   with `--inflight` of them outstanding at a time (as from that many workers) for
-   `--seconds` each: the scenes are 64 of the skill chain's, the episode a real one,
-   passed by reference as the driver passes a worker's. Untimed calls first start each
-   actor and show the VLMService every scene once, so what is timed is the steady state
-   of a run whose scenes recur (answers from the service's cache).
+   for `--seconds` each: `--inflight` of them outstanding at a time (as from that many
+   workers), but the commits one group at a time, as the driver sends them, of one
+   episode and of `--group` episodes. The scenes are 64 of the skill chain's, the
+   episode a real one, passed by reference as the driver passes a worker's. Untimed calls
+   first start each actor and show the VLMService every scene once, so the first
+   VLMService row times a run whose scenes recur (answers from the service's cache); the
+   second sends a frame never seen before with every call, as the skill chain's noisy
+   frames are (the proposer runs each time).
 
 Each call is also sent, with the same arguments, to an empty actor of the same kind (asyncio
 like the VLMService, threaded like the Learner): vs_empty_actor is how close a shared actor
@@ -22,16 +28,18 @@ is to what Ray itself allows one actor here. Workers fed = capacity / one worker
 the worker count past which that part, not the workers, sets a run's pace. It needs only
 a core per shared actor, so a 2-core machine can say what a 64-core one would hit first.
 
-    python benchmarks/shared_actors.py [--episodes 60] [--inflight 16] [--seconds 5]
+    python benchmarks/shared_actors.py [--episodes 60] [--inflight 16] [--group 32] [--seconds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 from overhead import bench_config  # a sibling script: benchmarks/ is on sys.path
 
@@ -89,15 +97,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=60)
     parser.add_argument("--inflight", type=int, default=16)
+    parser.add_argument("--group", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     cfg = bench_config(1, args.episodes, learning=False)
     with tempfile.TemporaryDirectory() as tmp:
-        one = run_training(cfg, RunDir.create(Path(tmp) / "one", cfg), show_progress=False)
+        run = RunDir.create(Path(tmp) / "one", cfg)
+        one = run_training(cfg, run, show_progress=False)
         per_episode = one["decisions"] / one["episodes"]
         decisions = one["decisions_per_second"]
+        seconds = one["decisions"] / decisions  # of training
+        proposals = (one["vlm"]["requests"] - one["vlm"]["worker_hits"]) / seconds
+        polls = sum(e["weight_polls"] for e in run.read_jsonl("episodes.jsonl")) / seconds
 
         env = make_env(cfg)
         vlm = ray.remote(VLMService).remote(cfg, env.spec.task)
@@ -114,32 +127,65 @@ def main() -> None:
         episodes = decisions / per_episode
         empty = ray.remote(Empty).options(max_concurrency=8).remote()  # like the Learner
         empty_async = ray.remote(EmptyAsync).remote()  # like the VLMService
-        calls = {  # name: (method, the empty actor's, arguments of call i, one worker's rate)
-            "VLMService.propose": (
-                vlm.propose,
+
+        ids = itertools.count()  # every episode committed is new to the Learner
+
+        def group(size: int):  # the arguments of a group of `size` episodes, as the driver's
+            return lambda i: ([next(ids) for _ in range(size)], *[episode] * size)
+
+        def new_scene(i: int):  # a frame no call showed before (the skill chain's have noise)
+            scene = scenes[i % len(scenes)].copy()
+            scene.flat[:8] = np.frombuffer(np.int64(i).tobytes(), np.uint8)
+            return (scene,)
+
+        calls = {  # name: (method, the empty actor's, arguments of call i, in flight, one
+            # worker's rate of calls, episodes per call)
+            "VLMService.candidates (scenes seen before)": (
+                vlm.candidates,
                 empty_async.call,
                 lambda i: (scenes[i % len(scenes)],),
-                decisions,
+                args.inflight,
+                proposals,
+                1,
             ),
-            "Learner.poll": (learner.poll, empty.call, lambda i: (held,), decisions),
-            "Learner.add_episode": (
-                learner.add_episode,
+            "VLMService.candidates (every scene new)": (
+                vlm.candidates,
+                empty_async.call,
+                new_scene,
+                args.inflight,
+                proposals,
+                1,
+            ),
+            "Learner.poll": (learner.poll, empty.call, lambda i: (held,), args.inflight, polls, 1),
+            "Learner.add_episodes (groups of 1)": (
+                learner.add_episodes,
                 empty.call,
-                lambda i: (1 + i, episode),
+                group(1),
+                1,
                 episodes,
+                1,
+            ),
+            f"Learner.add_episodes (groups of {args.group})": (
+                learner.add_episodes,
+                empty.call,
+                group(args.group),
+                1,
+                episodes,
+                args.group,
             ),
         }
         rows = []
-        for name, (method, floor, arguments, demand) in calls.items():
-            warmup = max(args.inflight, len(scenes))  # every scene seen once
-            cap = capacity(method, arguments, args.inflight, args.seconds, warmup)
-            bare = capacity(floor, arguments, args.inflight, args.seconds, warmup)
-            rows.append(row(name, cap, demand, bare))
+        for name, (method, floor, arguments, inflight, demand, size) in calls.items():
+            warmup = max(inflight, len(scenes))  # every scene seen once
+            cap = capacity(method, arguments, inflight, args.seconds, warmup)
+            bare = capacity(floor, arguments, inflight, args.seconds, warmup)
+            rows.append(row(name, cap * size, demand, bare * size))
         rows.append(row("driver commit", 1e3 / one["driver_cpu_ms_per_episode"], episodes))
     ray.shutdown()
     emit(
         f"shared actors: capacity against one worker's demand ({decisions:.1f} decisions/s, "
-        f"{per_episode:.1f} decisions per episode)",
+        f"{per_episode:.1f} decisions per episode, {proposals:.1f} VLMService calls/s, "
+        f"{polls:.1f} Learner polls/s)",
         rows,
         args.out,
     )

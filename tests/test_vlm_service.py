@@ -1,18 +1,23 @@
 """The VLMService: merging, concurrent batches, the answer store, fallbacks by kind, no
-network for offline proposers, keys never logged or written, and a Ray run on a remote
-backend with its meters in summary.json."""
+network for offline proposers, keys never logged or written, a Ray run on a remote
+backend with its meters in summary.json, and workers answering scenes they have seen
+from their own copies with the service's counts kept exact."""
 
 import asyncio
 import json
 import logging
 import socket
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from sarl_dist.runtime import compute, worker
+from sarl_dist.runtime.driver import run_training
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService, append_responses, load_responses
+from sarl_dist.runtime.worker import VLMCandidates
 from sarl_dist.testing import FakeReply, FakeVLMServer, scripted, tiny_config
 from sarl_dist.vlm.base import VLMUnusableError
 
@@ -164,8 +169,6 @@ def test_the_key_is_never_logged_or_written(tmp_path, caplog):
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_a_run_on_a_remote_vlm_meters_it_in_summary_json(tmp_path):
-    from sarl_dist.runtime.driver import run_training
-
     with FakeVLMServer(scripted(FakeReply.json(OPEN))) as server:
         cfg = tiny_config(
             "vlm.backend=openai",
@@ -217,7 +220,6 @@ def test_refusals_in_a_row_stop_the_service_and_an_answer_resets_the_count():
 @pytest.mark.usefixtures("ray_cluster")
 def test_a_vlm_that_starts_refusing_stops_the_run_checkpointed_and_it_resumes(tmp_path):
     from sarl_dist.runtime import checkpoint as ckpt
-    from sarl_dist.runtime.driver import run_training
 
     refusing = {"from_call": 2}
 
@@ -243,3 +245,68 @@ def test_a_vlm_that_starts_refusing_stops_the_run_checkpointed_and_it_resumes(tm
     assert done["episodes"] == 8 and "failed" not in done
     episodes = RunDir.open(tmp_path / "run").read_jsonl("episodes.jsonl")
     assert sorted(e["episode"] for e in episodes) == list(range(8))
+
+
+PATIENT = "vlm.timeout=5"  # a loaded machine must not turn a slow reply into a fallback
+COUNTS = ("requests", "calls", "cache_hits", "merged", "fallbacks", "rejected", "tokens_in")
+
+
+def ask(candidates, image):
+    """One decision's A(s) through a worker's VLMCandidates: (ids, texts it had not seen)."""
+    ids, texts = candidates.collect(candidates.ask(SimpleNamespace(scene=image), 0, 0, ()))
+    return list(ids), texts
+
+
+def test_a_workers_own_hits_are_the_services_answers_counted_exactly():
+    answer = {"prompts": ["x" * 600, *OPEN["prompts"]]}  # too long: refused on every hit
+    frames = [frame(v) for v in (1, 1, 2, 1, 2, 2)]
+    with FakeVLMServer(scripted(FakeReply.json(answer))) as server:
+        direct, own = service(server, PATIENT), service(server, PATIENT)
+        expected = [asyncio.run(direct.propose(f)) for f in frames]
+        candidates = VLMCandidates(compute.LocalActor(own), None)
+        got, known = [], {}
+        for f in frames:
+            ids, texts = ask(candidates, f)
+            known.update(texts)
+            got.append((ids, [known[i] for i in ids]))
+    assert got == expected
+    assert own.stats()["requests"] == 2 and len(server.calls) == 4  # a round trip per frame
+    own.count_local(**candidates.local)
+    assert {k: own.stats()[k] for k in COUNTS} == {k: direct.stats()[k] for k in COUNTS}
+    assert own.stats()["worker_hits"] == 4 and own.stats()["rejected"] == 6
+
+
+def test_a_worker_keys_its_hits_by_the_cache_the_service_shows_it_frozen_or_not():
+    state = {"capacity": 4, "texts": ["reset to home", TASK]}
+    replies = scripted(
+        FakeReply.json({"prompts": ["open the bottom drawer"]}),  # frame 1: the cache stays open
+        FakeReply.json({"prompts": ["close the drawer"]}),  # frame 2: it is full, so frozen
+        FakeReply.json({"choices": [{"index": 3, "prompt": "close the drawer"}]}),
+    )
+    with FakeVLMServer(replies) as server:
+        svc = service(server, PATIENT, "cache.capacity=4", cache_state=state)
+        candidates = VLMCandidates(compute.LocalActor(svc), None)
+        assert ask(candidates, frame(1))[0] == [2, 0]
+        assert ask(candidates, frame(2))[0] == [3, 0] and svc.cache.frozen
+        # Frame 1 under the frozen cache is another request: the service asks the VLM again.
+        assert ask(candidates, frame(1))[0] == [3, 0] and len(server.calls) == 3
+        assert ask(candidates, frame(1))[0] == [3, 0] and candidates.local["hits"] == 1
+        assert asyncio.run(svc.propose(frame(1)))[0] == [3, 0]
+    assert svc.stats()["requests"] == 4 and svc.cache.texts[2:] == [
+        "open the bottom drawer",
+        "close the drawer",
+    ]
+
+
+def test_a_runs_vlm_counts_are_those_of_a_run_without_the_workers_own_hits(tmp_path, monkeypatch):
+    overrides = ("runtime.mode=local", "runtime.num_workers=1", "train.episodes=6")
+    cfg = tiny_config(*overrides, "eval.every=6", "eval.episodes=2", "learner.warmup=100000")
+    vlm = {}
+    for own in (True, False):
+        if not own:  # every key new to the worker: each request goes to the service
+            monkeypatch.setattr(worker, "scene_key", lambda image, history: (object(),))
+        run = RunDir.create(tmp_path / str(own), cfg)
+        vlm[own] = run_training(cfg, run, show_progress=False)["vlm"]
+    local = [e["vlm_local"]["hits"] for e in run.read_jsonl("episodes.jsonl")]
+    assert vlm[True]["worker_hits"] > 0 and vlm[False]["worker_hits"] == 0 == sum(local)
+    assert {k: vlm[True][k] for k in COUNTS} == {k: vlm[False][k] for k in COUNTS}

@@ -20,7 +20,6 @@ import math
 import os
 import shutil
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +111,8 @@ class Driver:
             run.log_failure,
             self.state.faults,
         )
-        self._unacknowledged: deque[tuple] = deque()  # (ack, summary), sent to the Learner
+        self._waiting: list[tuple] = []  # (summary, batch ref) not yet sent to the Learner
+        self._in_flight: tuple | None = None  # (ack, summaries) sent, not yet acknowledged
         self._started = time.perf_counter()  # less the wall time of earlier processes
         # This process's training time and the driver loop's CPU in it (its thread: Ray's
         # own run beside it), so one run commits at most 1 / that episodes per second.
@@ -175,26 +175,35 @@ class Driver:
         self._train_episodes += len(jobs)
 
     def _commit(self, summary: dict, batch_ref) -> None:
-        """Send a finished training episode to the Learner without waiting for it, then log
+        """Queue a finished training episode for the Learner without waiting for it, then log
         the episodes it has acknowledged since: none is logged that the replay lacks, and
         the driver never waits on the Learner between episodes (but for one robot: its
         person sees each episode logged before the next one starts)."""
-        ack = self.learner.add_episode.remote(summary["episode"], batch_ref)
-        self._unacknowledged.append((ack, summary))
+        self._waiting.append((summary, batch_ref))
         self._settle(block=self.scheduler.attended is not None)
 
     def _settle(self, block: bool) -> None:
-        """Log acknowledged episodes in the order they were sent; with `block`, all of them."""
-        while self._unacknowledged:
-            ack, summary = self._unacknowledged[0]
-            if not block and not compute.wait([ack], timeout=0)[0]:
-                return
-            compute.get(ack)
-            self._unacknowledged.popleft()
-            self.state.episodes += 1
-            self.state.successes += int(summary["success"])
-            self.state.decisions += summary["decisions"]
-            self.telemetry.committed(summary, self.state.successes)
+        """Log the group in flight once acknowledged, then send the episodes that finished
+        meanwhile as the next group: one Learner call and one episode-log write per group
+        (a group commit), so the more episodes arrive, the fewer calls each costs. With
+        `block`, until every episode is logged."""
+        while self._in_flight is not None or self._waiting:
+            if self._in_flight is not None:
+                ack, summaries = self._in_flight
+                if not block and not compute.wait([ack], timeout=0)[0]:
+                    return
+                compute.get(ack)
+                self._in_flight = None
+                for summary in summaries:
+                    self.state.episodes += 1
+                    self.state.successes += int(summary["success"])
+                    self.state.decisions += summary["decisions"]
+                    self.telemetry.committed(summary, self.state.successes)
+            if self._waiting:
+                summaries = [summary for summary, _ in self._waiting]
+                ids = [summary["episode"] for summary in summaries]
+                ack = self.learner.add_episodes.remote(ids, *(ref for _, ref in self._waiting))
+                self._in_flight, self._waiting = (ack, summaries), []
 
     def evaluate(self) -> dict:
         start, point, results = time.perf_counter(), self.state.episodes, []
@@ -203,6 +212,7 @@ class Driver:
         videos = self._videos(True, [job[0] for job in jobs])
         self.scheduler.run(jobs, True, lambda s, _: results.append(s), videos, point)
         for summary in sorted(results, key=lambda r: -r["episode"]):
+            self.telemetry.answered_locally(summary)
             index = -1 - summary.pop("episode")
             self.run.log_eval_episode({"eval_point": point, "eval_index": index} | summary)
         mean, se = _mean_se([float(r["success"]) for r in results])

@@ -53,6 +53,13 @@ class Faults:
         if _due(self.cfg.raise_in_worker_every, episodes_run):
             raise InjectedFaultError(f"injected simulator failure in episode run {episodes_run}")
 
+    def learner_groups(self, committed: int, episodes: list) -> list[list]:
+        """A group of episodes to commit, split after the one the Learner is to die after,
+        so it dies right after that episode is durable, whatever the group."""
+        cut = self.cfg.kill_learner_at - committed
+        groups = [episodes[:cut], episodes[cut:]] if 0 < cut < len(episodes) else [episodes]
+        return [group for group in groups if group]
+
     def learner_committed(self, committed: int) -> None:
         if committed == self.cfg.kill_learner_at:
             _die("the Learner")

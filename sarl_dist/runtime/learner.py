@@ -81,14 +81,22 @@ class Learner:
 
     def add_episode(self, episode_id: int, batch: Batch) -> bool:
         """Store a whole episode once, durably; a repeated id is ignored (returns False)."""
+        return self.add_episodes([episode_id], batch)[0]
+
+    def add_episodes(self, episode_ids: list[int], *batches: Batch) -> list[bool]:
+        """Store whole episodes once each, durably, with one episode-log write for the group
+        (the driver groups the episodes that finished while its last group was in flight);
+        a repeated id is ignored (False)."""
         with self._cv:
-            if episode_id in self._committed:
-                return False
-            if self.log is not None:
-                self.log.append(self.replay.added, episode_id, batch)
-            self._store(episode_id, batch)
-        self.faults.learner_committed(len(self._committed))
-        return True
+            fresh = [i not in self._committed for i in episode_ids]
+            new = {i: b for i, b, f in zip(episode_ids, batches, fresh, strict=True) if f}
+            for group in self.faults.learner_groups(len(self._committed), list(new.items())):
+                if self.log is not None:
+                    self.log.append(self.replay.added, group)
+                for episode_id, batch in group:
+                    self._store(episode_id, batch)
+                self.faults.learner_committed(len(self._committed))
+        return fresh
 
     def _store(self, episode_id: int, batch: Batch) -> None:
         before = self.replay.added

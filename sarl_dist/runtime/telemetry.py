@@ -9,6 +9,7 @@ with many fast workers they made the driver's commit the ceiling.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class Telemetry:
         self.decisions = 0  # in this process (the rate; the run's total is the driver's)
         self._decision_rate, self._update_rate = Rate(), Rate()
         self._live: tuple[float, dict, dict] | None = None  # (when, learner stats, VLM stats)
+        self._local: Counter[str] = Counter()  # workers' own VLM hits not yet reported
 
     def connect(self, learner, vlm, responses) -> None:
         """The services whose stats it shows, and where the VLM's answers are stored."""
@@ -41,15 +43,26 @@ class Telemetry:
     def learner_stats(self) -> dict:
         return compute.get(self.learner.stats.remote())
 
+    def answered_locally(self, summary: dict) -> None:
+        """Count the requests an episode's worker answered from its own copy of the VLM's
+        answers; the VLMService gets them with the next `vlm_stats`."""
+        self._local.update(summary.get("vlm_local", {}))
+
     def vlm_stats(self) -> dict:
-        """Append the VLM's new answers to the store; the VLM meters as they stand."""
-        fresh, stats = compute.get([self.vlm.drain_responses.remote(), self.vlm.stats.remote()])
+        """Append the VLM's new answers to the store; the VLM meters as they stand, with the
+        workers' own hits reported so far."""
+        local, self._local = self._local, Counter()
+        count = self.vlm.count_local.remote(local["hits"], local["rejected"])
+        _, fresh, stats = compute.get(
+            [count, self.vlm.drain_responses.remote(), self.vlm.stats.remote()]
+        )
         append_jsonl(self.responses, fresh, durable=True)
         return stats
 
     def committed(self, summary: dict, successes: int) -> None:
         """A training episode the Learner has stored: logs, metrics, progress."""
         self.run.log_episode(summary)
+        self.answered_locally(summary)
         self.overhead += summary["overhead_ms"]
         self.staleness += summary["staleness_updates"]
         self.decisions += summary["decisions"]

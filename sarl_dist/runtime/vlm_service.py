@@ -18,6 +18,12 @@ not cached, so the next query for that scene asks again. A refusal (HTTP 400/401
 a bad key, an unknown model) is not transient: after `vlm.max_refusals` in a row, every
 query raises VLMUnusableError, and the driver stops the run, checkpointed, saying why.
 
+An answer stored for a request key never changes, so a worker keeps its own copy of the
+answers it was given and answers a scene it has seen itself (`candidates`, worker.py's
+VLMCandidates): the service stays the one owner of ids, of the switch to a frozen cache
+(each answer tells the worker the cache's view for its next keys) and of the counts (the
+driver reports the workers' own hits with their episodes: `count_local`).
+
 Given a `cache_file`, the cache is durable: it is written (atomically) whenever it grows,
 before any new id is handed out, and a (re)started service continues from that file.
 Ray restarts a dead VLMService with its original arguments, so without the file a restart
@@ -32,6 +38,7 @@ import json
 import logging
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,19 +68,45 @@ def new_cache(cfg: Config, task: str) -> PromptCache:
     return PromptCache(cfg.cache.capacity, seeds)
 
 
+def cache_view(cached_prompts: tuple[str, ...] | list[str], frozen: bool) -> str:
+    """The prompt cache as a request shows it. An open cache is not shown to the VLM, so
+    it is not part of the key; a frozen one is listed in the request, so its contents are."""
+    shown = "\n".join(cached_prompts) if frozen else "open"
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
+
+
+def scene_key(image: np.ndarray, history: tuple[HistoryItem, ...]) -> tuple:
+    """The part of a request's key that its scene (and history) gives."""
+    return image_digest(image), tuple((h.prompt, image_digest(h.image)) for h in history)
+
+
 def response_key(request: ProposalRequest, backend: str) -> str:
-    """What an answer depends on. An open cache is not shown to the VLM, so it is not part
-    of the key; a frozen one is listed in the request, so its contents are."""
-    shown = "\n".join(request.cached_prompts) if request.frozen else "open"
+    """What an answer depends on. The task, n and backend are the run's; a worker's own
+    copy keys answers by the rest (cache_view, scene_key)."""
+    image, history = scene_key(request.image, request.history)
     payload = {
         "task": request.task,
-        "image": image_digest(request.image),
-        "cache": hashlib.sha256(shown.encode()).hexdigest()[:16],
+        "image": image,
+        "cache": cache_view(request.cached_prompts, request.frozen),
         "n": request.n,
-        "history": [[h.prompt, image_digest(h.image)] for h in request.history],
+        "history": history,
         "backend": backend,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A(s) as a worker keeps it. `stored`: the cache view under which the service keeps
+    this answer (None for a fallback: the next request asks again); `view`: the cache's
+    view once the answer is admitted (a worker's next keys); `rejected`: the answer's texts
+    the cache refused, refused again (and counted) on every hit."""
+
+    ids: list[int]
+    texts: list[str]
+    stored: str | None
+    view: str
+    rejected: int
 
 
 def load_responses(path: Path) -> list[dict]:
@@ -132,6 +165,13 @@ class VLMService:
         self, image: np.ndarray, history: tuple[HistoryItem, ...] = ()
     ) -> tuple[list[int], list[str]]:
         """Candidate ids A(s) for this scene, with their texts."""
+        answer = await self.candidates(image, history)
+        return answer.ids, answer.texts
+
+    async def candidates(
+        self, image: np.ndarray, history: tuple[HistoryItem, ...] = ()
+    ) -> Candidates:
+        """A(s) for this scene, with what a worker needs to answer it again itself."""
         if self.refused is not None:
             raise VLMUnusableError(self.refused)
         request = ProposalRequest(
@@ -213,7 +253,8 @@ class VLMService:
         self.meters["tokens_out"] += tokens[1]
         log.warning("VLM query failed (%s); candidates come from the prompt cache", exc)
 
-    def _ids(self, request: ProposalRequest, prompts: tuple[str, ...]) -> tuple[list, list]:
+    def _ids(self, request: ProposalRequest, prompts: tuple[str, ...]) -> Candidates:
+        stored = cache_view(request.cached_prompts, request.frozen) if prompts else None
         if not prompts:
             self.meters["fallbacks"] += 1
             self.metrics.vlm_fallbacks.inc()
@@ -231,7 +272,15 @@ class VLMService:
         if len(self.cache) > before:
             self._save_cache()
             self.faults.vlm_cache_grew(before, len(self.cache))
-        return ids, [self.cache.text(i) for i in ids]
+        view = cache_view(self.cache.texts, self.cache.frozen)
+        return Candidates(ids, [self.cache.text(i) for i in ids], stored, view, len(refused))
+
+    def count_local(self, hits: int, rejected: int) -> None:
+        """Requests workers answered from their own copies (reported with their episodes),
+        counted as this service counts its own hits."""
+        self.meters.update(requests=hits, cache_hits=hits, worker_hits=hits, rejected=rejected)
+        if hits:
+            self.metrics.vlm_cache_hits.inc(hits)
 
     def register(self, texts: list[str]) -> tuple[list[int], list[str]]:
         """Ids for prompts a baseline fixes in advance (zero_shot, oracle), entered in the
@@ -269,7 +318,15 @@ class VLMService:
                 self.meters["tokens_in"] * section.usd_per_mtok_in
                 + self.meters["tokens_out"] * section.usd_per_mtok_out
             ) / 1e6
-        counts = ("requests", "calls", "cache_hits", "merged", "fallbacks", "rejected")
+        counts = (
+            "requests",
+            "calls",
+            "cache_hits",
+            "worker_hits",
+            "merged",
+            "fallbacks",
+            "rejected",
+        )
         return {
             "backend": self.cfg.vlm.backend,
             **{k: self.meters[k] for k in counts},

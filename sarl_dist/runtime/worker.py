@@ -13,6 +13,8 @@ VLMService, or a fixed plan) and Q(s, .) (the Learner's published weights).
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from sarl_dist.methods import METHODS
 from sarl_dist.report.video import Recorder
 from sarl_dist.runtime import compute
 from sarl_dist.runtime.faults import Faults
+from sarl_dist.runtime.vlm_service import scene_key
 from sarl_dist.vla import make_vla
 from sarl_dist.vlm.base import HistoryItem
 
@@ -37,30 +40,53 @@ log = logging.getLogger(__name__)
 
 
 class VLMCandidates:
-    """A(s) from the run's VLMService. With `refresh_steps` (a robot decides every step and
-    refreshes its candidates every 20), A(s) is the last proposal until that many
-    low-level steps have passed."""
+    """A(s) from the run's VLMService. An answer the service stores for a request key never
+    changes, so a scene this worker was answered before is answered again from its own
+    copy, with no round trip: keyed as the service keys it, under the cache's view the
+    service's last answer showed (a cache another worker froze since is seen at this
+    worker's next miss: its hits meanwhile are ordered before the freeze). The hits are
+    counted per episode (`local`) and reported to the service with it. With
+    `refresh_steps` (a robot decides every step and refreshes its candidates every 20),
+    A(s) is the last proposal until that many low-level steps have passed."""
 
     def __init__(self, vlm, refresh_steps: int | None) -> None:
         self.vlm, self.every = vlm, refresh_steps
         self._last: tuple[int, np.ndarray] | None = None  # (at low-level step, ids)
+        self._view: str | None = None  # the service's cache view; None before its first answer
+        self._answers: dict[tuple, tuple[np.ndarray, int]] = {}  # key -> (ids, rejected)
+        self.local = {"hits": 0, "rejected": 0}  # this episode's, for the service's counts
 
     def reset(self) -> None:
         self._last = None
+        self.local = {"hits": 0, "rejected": 0}
 
     def ask(self, obs: Observation, t: int, steps: int, history: tuple):
         if self._last is not None and self.every and steps - self._last[0] < self.every:
             return None
         shown = tuple(HistoryItem(text, scene) for text, scene in history)
-        return steps, self.vlm.propose.remote(obs.scene, shown)
+        scene = scene_key(obs.scene, shown)
+        if (self._view, *scene) in self._answers:
+            return steps, scene, None
+        return steps, scene, self.vlm.candidates.remote(obs.scene, shown)
 
     def collect(self, pending) -> tuple[np.ndarray, dict[int, str]]:
         if pending is None:
             return self._last[1], {}
-        steps, ref = pending
-        ids, texts = compute.get(ref)
-        self._last = (steps, np.asarray(ids, dtype=np.int64))
-        return self._last[1], dict(zip(ids, texts, strict=True))
+        steps, scene, ref = pending
+        texts = {}
+        if ref is None:
+            ids, rejected = self._answers[(self._view, *scene)]
+            self.local["hits"] += 1
+            self.local["rejected"] += rejected
+        else:
+            answer = compute.get(ref)
+            ids = np.asarray(answer.ids, dtype=np.int64)
+            texts = dict(zip(answer.ids, answer.texts, strict=True))
+            if answer.stored is not None:
+                self._answers[(answer.stored, *scene)] = (ids, answer.rejected)
+            self._view = answer.view
+        self._last = (steps, ids)
+        return ids, texts
 
 
 class PlanCandidates:
@@ -79,34 +105,56 @@ class PlanCandidates:
         return np.asarray([self.ids[min(t, len(self.ids) - 1)]], dtype=np.int64), {}
 
 
+POLL_EVERY_S = 0.02
+"""A worker polls the Learner for weights at most this often. The Learner publishes every
+`learner.publish_every` gradient steps (each tens of milliseconds), so closer polls find
+nothing new; one per decision made the Learner a serial point at ~15 skill-chain workers
+(docs/performance.md). On LIBERO (a decision a second) every decision still polls."""
+
+
 class LearnerWeights:
     """Q(s, .) from the newest weights the Learner has published. The poll for the next
     decision's weights is sent while the VLA acts (`prefetch`), so applying them usually
-    costs no round trip; weights are fetched only when their object id changes."""
+    costs no round trip; weights are fetched only when their object id changes. An
+    episode's first decision polls afresh; later polls are at least POLL_EVERY_S apart, so
+    a decision may use weights published up to that long before it (its staleness is as
+    the last poll measured it)."""
 
     def __init__(self, learner, q: QEnsemble) -> None:
         self.learner, self.q = learner, q
         self.version, self.staleness = -1, 0
+        self.polls = 0  # sent, for the episode's summary (one worker's demand on the Learner)
         self._held: str | None = None  # the object id of the weights loaded into q
         self._poll = None  # a poll sent during the last action, not yet read
+        self._sent = -math.inf  # when the last poll was sent (time.monotonic)
 
-    def reset(self) -> None:
-        self._poll = None  # an episode starts from the weights published by now
+    def _due(self) -> bool:
+        return time.monotonic() - self._sent >= POLL_EVERY_S
+
+    def _send(self) -> None:
+        self._poll, self._sent = self.learner.poll.remote(self._held), time.monotonic()
+        self.polls += 1
+
+    def reset(self) -> None:  # an episode starts from the weights published by now
+        self.polls, self._poll, self._sent = 0, None, -math.inf
 
     def prefetch(self) -> None:
-        self._poll = self.learner.poll.remote(self._held)
+        if self._due():
+            self._send()
 
     def values(self, obs: Observation) -> np.ndarray:
-        poll = self._poll or self.learner.poll.remote(self._held)
-        self._poll = None
-        version, published_updates, updates_now, fresh = compute.get(poll)
-        if fresh is not None:
-            try:
-                load_numpy_weights(self.q, compute.get(fresh[0]))
-                self.version, self._held = version, fresh[0].hex()
-            except ray.exceptions.RayError as exc:  # the Learner died after publishing
-                log.warning("weights v%d are gone (%s); keeping mine", version, exc)
-        self.staleness = updates_now - published_updates
+        if self._poll is None and self._due():
+            self._send()
+        if self._poll is not None:
+            version, published_updates, updates_now, fresh = compute.get(self._poll)
+            self._poll = None
+            if fresh is not None:
+                try:
+                    load_numpy_weights(self.q, compute.get(fresh[0]))
+                    self.version, self._held = version, fresh[0].hex()
+                except ray.exceptions.RayError as exc:  # the Learner died after publishing
+                    log.warning("weights v%d are gone (%s); keeping mine", version, exc)
+            self.staleness = updates_now - published_updates
         with torch.inference_mode():
             q = self.q(torch.from_numpy(obs.image[None]), torch.from_numpy(obs.proprio[None]))
         return q.mean(0)[0].numpy()
@@ -170,6 +218,10 @@ class EnvWorker:
             self.parts, Episode(episode, seed, greedy), recorder, self._decision
         )
         summary["worker"] = self.index
+        if isinstance(self.parts.candidates, VLMCandidates):  # what the service did not see
+            summary["vlm_local"] = self.parts.candidates.local
+        if self.parts.values is not None:
+            summary["weight_polls"] = self.parts.values.polls
         # The policy server that served the whole episode (None: the VLA is in process).
         summary["vla_server"] = getattr(self.vla.policy, "uri", None)
         summary["vla_timing"] = self.vla.server_timing()  # its queue wait, batches, compute
