@@ -24,7 +24,10 @@ SAME = (
 
 
 def _prompts(run: RunDir) -> list[list[str]]:
-    return [[text for _, text in e["prompts"]] for e in run.read_jsonl("episodes.jsonl")]
+    """Each training episode's prompts, by episode (two finished episodes of a worker may
+    be committed in either order)."""
+    episodes = sorted(run.read_jsonl("episodes.jsonl"), key=lambda e: e["episode"])
+    return [[text for _, text in e["prompts"]] for e in episodes]
 
 
 @pytest.mark.usefixtures("ray_cluster")
