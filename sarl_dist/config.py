@@ -7,6 +7,7 @@ Configs are frozen and reject unknown keys, so a typo stops a run before anythin
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,8 @@ from pydantic import (
 
 from sarl_dist.methods import METHODS
 from sarl_dist.prompt_text import clean_prompt
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -714,9 +717,28 @@ def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
 
 
+# Fields that moved, old place -> new place: a run directory written before the move still
+# loads (`sarl report`, `--resume`), and a config naming the old place is told the new one.
+MOVED_FIELDS = {("learner", "bootstrap_on_timeout"): ("env", "bootstrap_truncated")}
+
+
+def _move_fields(data: dict[str, Any]) -> dict[str, Any]:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (section, name), (new_section, new_name) in MOVED_FIELDS.items():
+        old = data.get(section)
+        if not isinstance(old, dict) or name not in old:
+            continue
+        target = data.setdefault(new_section, {})
+        if not isinstance(target, dict) or new_name in target:
+            continue  # validation reports the old field as unknown
+        log.warning("%s.%s is now %s.%s", section, name, new_section, new_name)
+        target[new_name] = old.pop(name)
+    return data
+
+
 def build_config(data: dict[str, Any]) -> Config:
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(_move_fields(data))
     except ValidationError as err:
         raise ConfigError(_format_errors(err)) from None
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from sarl_dist.config import Config, ConfigError, load_config
+from sarl_dist.config import Config, ConfigError, build_config, load_config
 from sarl_dist.testing import run_sarl
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -61,3 +61,15 @@ def test_cli_stops_on_a_bad_config_and_leaves_nothing(tmp_path):
     assert proc.returncode == 2
     assert "cache.capacity" in proc.stderr
     assert not out.exists()
+
+
+def test_a_moved_field_loads_in_its_new_place_and_both_places_at_once_is_refused(caplog):
+    # A run directory written before learner.bootstrap_on_timeout became
+    # env.bootstrap_truncated still loads (sarl report, --resume), saying where it went.
+    for value in (False, True):
+        cfg = build_config({"learner": {"bootstrap_on_timeout": value}})
+        assert cfg.env.bootstrap_truncated is value
+    assert "learner.bootstrap_on_timeout is now env.bootstrap_truncated" in caplog.text
+    both = {"learner": {"bootstrap_on_timeout": True}, "env": {"bootstrap_truncated": False}}
+    with pytest.raises(ConfigError, match=r"learner\.bootstrap_on_timeout"):
+        build_config(both)

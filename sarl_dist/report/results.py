@@ -228,10 +228,30 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     fields = varied_fields(results)
     table, members, duplicates = pool(results, fields)
     labels = task_labels(results)
-    order = list(labels)  # tasks by label
     left_out = {path for path, _ in duplicates}
     _write_csvs(out, results, fields, table, labels, left_out)
+    _plot(out, table, labels)
+    lines = _summary_lines(root, results, fields, labels, len(duplicates))
+    lines += _final_point(table, fields, labels)
+    lines += _task_sections(out, table, members, fields, labels)
+    stopped = [r for r in results if r.status == "stopped"]
+    if stopped:
+        lines += ["## Stopped early by the scheduler", ""]
+        lines += [f"- {_link(r.path, out)}: at {max(r.curve)} episodes" for r in stopped]
+        lines.append("")
+    if duplicates:
+        lines += ["## Duplicates not pooled", ""]
+        lines += [
+            f"- {_link(path, out)}: the same task, method, fields and seed as {_link(kept, out)}"
+            for path, kept in duplicates
+        ]
+        lines.append("")
+    path = out / "results.md"
+    path.write_text("\n".join(lines))
+    return path
 
+
+def _plot(out: Path, table, labels: dict[str, str]) -> None:
     series: dict[Group, dict[str, dict]] = defaultdict(dict)  # a method and its fields
     for g, cells in table.items():
         series[Group("", g.method_rank, g.fields)][labels[g.task]] = cells
@@ -242,14 +262,16 @@ def write_report(root: Path, out: Path | None = None) -> Path:
         out / "final_success.png",
     )
 
+
+def _summary_lines(root: Path, results, fields, labels: dict[str, str], duplicates: int):
     statuses = [r.status for r in results]
-    lines = [
+    return [
         f"# Results: {root}",
         "",
         f"{len(results)} runs: {statuses.count('finished')} finished, "
         f"{statuses.count('stopped')} stopped early by the sweep's scheduler, "
         f"{statuses.count('unfinished')} unfinished"
-        + (f"; {len(duplicates)} duplicates not pooled (below)" if duplicates else "")
+        + (f"; {duplicates} duplicates not pooled (below)" if duplicates else "")
         + ". Success rate at each evaluation point (its evaluation episodes start from "
         "fixed initial states; sarl acts greedily on Q, each baseline by its own rule), "
         "mean ± standard error over seeds (number of seeds); runs that did not finish "
@@ -266,6 +288,12 @@ def write_report(root: Path, out: Path | None = None) -> Path:
         "",
         "![final success](final_success.png)",
         "",
+    ]
+
+
+def _final_point(table, fields, labels: dict[str, str]) -> list[str]:
+    order = list(labels)  # tasks by label
+    lines = [
         "## Final point",
         "",
         "Each group's last evaluation point (the training episodes it was taken at).",
@@ -279,7 +307,12 @@ def write_report(root: Path, out: Path | None = None) -> Path:
         lines.append(
             f"| {labels[group.task]} | {group.method} | {values}{_text(cells[last])} | {last} |"
         )
-    lines.append("")
+    return [*lines, ""]
+
+
+def _task_sections(out: Path, table, members, fields, labels: dict[str, str]) -> list[str]:
+    """Per task: every group's success at every evaluation point, and a few videos."""
+    lines = []
     for task, label in labels.items():
         groups = [g for g in table if g.task == task]
         points = sorted({p for g in groups for p in table[g]})
@@ -300,21 +333,7 @@ def write_report(root: Path, out: Path | None = None) -> Path:
             lines += ["", "Evaluation videos:"]
             lines += [f"- [{r.method} seed {r.seed}: {v.name}]({_link(v, out)})" for r, v in videos]
         lines.append("")
-    stopped = [r for r in results if r.status == "stopped"]
-    if stopped:
-        lines += ["## Stopped early by the scheduler", ""]
-        lines += [f"- {_link(r.path, out)}: at {max(r.curve)} episodes" for r in stopped]
-        lines.append("")
-    if duplicates:
-        lines += ["## Duplicates not pooled", ""]
-        lines += [
-            f"- {_link(path, out)}: the same task, method, fields and seed as {_link(kept, out)}"
-            for path, kept in duplicates
-        ]
-        lines.append("")
-    path = out / "results.md"
-    path.write_text("\n".join(lines))
-    return path
+    return lines
 
 
 def _write_csvs(out, results, fields, table, labels, left_out) -> None:
