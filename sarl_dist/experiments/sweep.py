@@ -468,20 +468,25 @@ def run_sweep(
             verbose=1 if show_progress else 0,
         )
         grid = _fit(sweep, param_space, tune_config, run_config)
-        status, errors = {}, {}
-        for result in grid:
-            name = Path(result.path).name
-            status[name] = {"partial": "unfinished", "new": "unfinished"}.get(
-                _status(out / name), _status(out / name)
-            )
-            if result.error is not None and status[name] == "unfinished":
-                status[name], errors[name] = "failed", str(result.error).strip().splitlines()[-1]
-        ended = [n for n, s in status.items() if s != "unfinished"]
-        ran = sum(before.get(n) not in ("done", "stopped") for n in ended)
-        return SweepResult(watch.trials, status, ran, errors)
+        return _outcome(grid, out, before, watch.trials)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _outcome(grid: tune.ResultGrid, out: Path, before: dict[str, str], trials: int) -> SweepResult:
+    """Each trial's state after the fit, and how many ended in this call."""
+    status, errors = {}, {}
+    for result in grid:
+        name = Path(result.path).name
+        status[name] = {"partial": "unfinished", "new": "unfinished"}.get(
+            _status(out / name), _status(out / name)
+        )
+        if result.error is not None and status[name] == "unfinished":
+            status[name], errors[name] = "failed", str(result.error).strip().splitlines()[-1]
+    ended = [n for n, s in status.items() if s != "unfinished"]
+    ran = sum(before.get(n) not in ("done", "stopped") for n in ended)
+    return SweepResult(trials, status, ran, errors)
 
 
 def _fit(sweep: Sweep, param_space: dict, tune_config, run_config) -> tune.ResultGrid:
