@@ -99,6 +99,9 @@ def test_compound_sentences_split_into_their_clauses():
     assert clauses("put the black bowl in the bottom drawer of the cabinet and close it")[1] == (
         "close the bottom drawer of the cabinet"
     )
+    assert clauses("open the top drawer and put the bowl inside")[1] == (
+        "put the bowl in the top drawer"
+    )
     assert clauses("put both moka pots on the stove") == [
         "put the moka pot on the stove",
         "put the other moka pot on the stove",

@@ -197,7 +197,8 @@ def _destination(rel: str, dst: str, scene: dict[str, Any]) -> tuple[str, str] |
 
 
 def clauses(text: str) -> list[str]:
-    """A compound sentence's atomic clauses: "both X and Y" shared out, "it" named."""
+    """A compound sentence's atomic clauses: "both X and Y" shared out, "it" and a
+    closing "inside" named by what the first clause acts on."""
     parts = re.split(
         r" and (?=(?:put|place)\b(?! (?:it|them)\b)|(?:close|open|turn|pick|push|stack)\b)"
         r"|,? then ",
@@ -215,7 +216,10 @@ def clauses(text: str) -> list[str]:
         parts[0],
     )
     if thing:
-        parts[1:] = [re.sub(r"\bit\b", f"the {thing[1] or thing[2]}", c) for c in parts[1:]]
+        name = f"the {thing[1] or thing[2]}"
+        parts[1:] = [
+            re.sub(r"\binside$", f"in {name}", re.sub(r"\bit\b", name, c)) for c in parts[1:]
+        ]
     return parts
 
 
