@@ -223,7 +223,7 @@ def clauses(text: str) -> list[str]:
     return parts
 
 
-def _whole(text: str, scene: dict[str, Any]) -> Goal | None:
+def whole_goal(text: str, scene: dict[str, Any]) -> Goal | None:
     """Every clause of a compound sentence as predicates (None: one is not understood);
     "the other X" is the one of X's family that the first clause does not move."""
     goal: list[Predicate] = []
@@ -247,8 +247,8 @@ def _collapse(
 ) -> Goal | None:
     """A compound sentence becomes one skill (its first clause, or a misgrounded one), or,
     once the scene shows the first clause done, sometimes the whole sentence."""
-    whole = _whole(text, scene)
-    wrong = _misread(text, scene)
+    whole = whole_goal(text, scene)
+    wrong = misread(text, scene)
     named = {a for p in (*(whole or ()), *(wrong or ())) for a in p.args}
     if whole is None or scene_draw(text, scene, named, "reading") >= p_partial:
         return wrong
@@ -258,7 +258,7 @@ def _collapse(
     return whole[:1]
 
 
-def _misread(text: str, scene: dict[str, Any]) -> Goal | None:
+def misread(text: str, scene: dict[str, Any]) -> Goal | None:
     """A pick-and-place of an object to a place, both chosen by a hash of the words."""
     objects = movable(scene)
     if not objects:
