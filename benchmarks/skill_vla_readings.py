@@ -1,6 +1,6 @@
 """How the skill VLA reads each LIBERO-10 sentence alone, over the benchmark's init states.
 
-    python benchmarks/skill_vla_readings.py [--inits 50] [--out readings.json]
+    python benchmarks/skill_vla_readings.py [--inits 50] [--tasks 0 1 ...] [--out readings.json]
 
 The failure model's draws (grammar.scene_draw) depend only on the words and on where the
 objects the sentence does not name rest, so each init state's reading is known at reset,
@@ -24,30 +24,21 @@ def readings(task: int, inits: int) -> dict:
     from sarl_dist.config import load_config
     from sarl_dist.envs import make_env
     from sarl_dist.prompt_text import normalize_prompt
-    from sarl_dist.vla.skill.goal import Predicate
-    from sarl_dist.vla.skill.grammar import misread, recall, scene_draw, whole_goal
-    from sarl_dist.vla.skill.grammar import parse as parse_atomic
+    from sarl_dist.vla.skill.grammar import compound_draws, own_words, recall
 
     cfg = load_config(CONFIG, [f"env.task={task}"])
     env = make_env(cfg)
     text = normalize_prompt(env.spec.task)
+    p_partial, p_zero_shot = cfg.vla.p_partial, cfg.vla.p_zero_shot
     counts = {"first clause": 0, "misread": 0, "whole": 0}
     for i in range(inits):
         env.reset(i, init_index=i)
         scene = env.privileged()
         if recall(text, scene["scene"]) != text:  # a near-copy: its own words, or taught
-            literal: Predicate = parse_atomic(text, scene)
-            own = scene_draw(text, scene, set(literal.args), "literal") < cfg.vla.p_zero_shot
-            counts["whole" if own else "misread"] += 1
+            counts["whole" if own_words(text, scene, p_zero_shot) else "misread"] += 1
             continue
-        whole, wrong = whole_goal(text, scene), misread(text, scene)
-        named = {a for p in (*(whole or ()), *(wrong or ())) for a in p.args}
-        if whole is None or scene_draw(text, scene, named, "reading") >= cfg.vla.p_partial:
-            counts["misread"] += 1
-        elif scene_draw(text, scene, named, "carry") < cfg.vla.p_zero_shot:
-            counts["whole"] += 1
-        else:
-            counts["first clause"] += 1
+        _, first, carry = compound_draws(text, scene, p_partial, p_zero_shot)
+        counts["whole" if carry else "first clause" if first else "misread"] += 1
     env.close()
     return {"task": task, "language": env.spec.task, "inits": inits, **counts}
 
@@ -55,10 +46,11 @@ def readings(task: int, inits: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inits", type=int, default=50)
+    parser.add_argument("--tasks", type=int, nargs="*", default=list(range(10)))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
-    for task in range(10):
+    for task in args.tasks:
         rows.append(readings(task, args.inits))
         print(json.dumps(rows[-1]), flush=True)
     if args.out:

@@ -105,11 +105,8 @@ def understand(
     taught = lessons(scene.get("scene"))
     heard = recall(text, scene.get("scene"))
     if heard != text:  # a near-copy: the taught one, or sometimes its own words
-        literal = parse(text, scene)
-        named = set(literal.args) if literal else set()
-        if literal is None or scene_draw(text, scene, named, "literal") >= p_zero_shot:
-            return taught[heard]
-        return (literal,)
+        literal = own_words(text, scene, p_zero_shot)
+        return (literal,) if literal is not None else taught[heard]
     if text in taught:
         return taught[text]
     if _COMPOUND.search(text):
@@ -247,15 +244,32 @@ def _collapse(
 ) -> Goal | None:
     """A compound sentence becomes one skill (its first clause, or a misgrounded one), or,
     once the scene shows the first clause done, sometimes the whole sentence."""
+    whole, first, carry = compound_draws(text, scene, p_partial, p_zero_shot)
+    if not first:
+        return misread(text, scene)
+    return whole if carry and holds(whole[0], scene) else whole[:1]
+
+
+def compound_draws(
+    text: str, scene: dict[str, Any], p_partial: float, p_zero_shot: float
+) -> tuple[Goal | None, bool, bool]:
+    """A compound's clauses as a goal, whether this scene draws its first-clause reading
+    (else a misreading), and whether it then reads it whole once the first shows done."""
     whole = whole_goal(text, scene)
-    wrong = misread(text, scene)
-    named = {a for p in (*(whole or ()), *(wrong or ())) for a in p.args}
-    if whole is None or scene_draw(text, scene, named, "reading") >= p_partial:
-        return wrong
-    carry = len(whole) > 1 and holds(whole[0], scene)
-    if carry and scene_draw(text, scene, named, "carry") < p_zero_shot:
-        return whole
-    return whole[:1]
+    if whole is None:
+        return None, False, False
+    named = {a for p in whole for a in p.args}
+    first = scene_draw(text, scene, named, "reading") < p_partial
+    carry = first and len(whole) > 1 and scene_draw(text, scene, named, "carry") < p_zero_shot
+    return whole, first, carry
+
+
+def own_words(text: str, scene: dict[str, Any], p_zero_shot: float) -> Predicate | None:
+    """A near-copy's own words as a predicate, where this scene draws that reading."""
+    literal = parse(text, scene)
+    if literal is None or scene_draw(text, scene, set(literal.args), "literal") >= p_zero_shot:
+        return None
+    return literal
 
 
 def misread(text: str, scene: dict[str, Any]) -> Goal | None:
