@@ -11,8 +11,9 @@
 4. Zero-shot carry-over, with probability `p_zero_shot`: once the scene shows a compound
    sentence's first clause done, the sentence is read whole, so its remaining clauses
    are carried out; a near-copy is read by its own words instead of as the taught one.
-   The draws of 3 and 4 are hashes of the words and of where the objects the sentence
-   does not name rest (to 1 mm: LIBERO's init states differ there, and the task's own
+   The draws of 3 and 4 are hashes of the words, of where the fixtures stand and where
+   the objects the sentence does not name rest (to 1 mm: LIBERO's init states differ
+   there, and the task's own
    objects moving leave it alone), so a reading is stable within an episode (the VLA
    keeps no state) and varies across episodes: repeating the sentence succeeds in about
    that share of episodes, not more.
@@ -84,16 +85,18 @@ def recall(text: str, scene_name: str | None) -> str:
 
 
 def scene_draw(text: str, scene: dict[str, Any], named: set[str], purpose: str) -> float:
-    """A number in [0, 1) fixed by the words and by where the objects the sentence does
-    not name rest (to 1 mm): one draw per episode, read off the observation."""
-    others = sorted(
-        k
-        for k in scene["objects"]
+    """A number in [0, 1) fixed by the words and by where the fixtures stand and the
+    objects the sentence does not name rest (to 1 mm): one draw per episode, read off
+    the observation."""
+    poses = dict(scene.get("fixture_poses", {}))
+    poses.update(
+        (k, p)
+        for k, p in scene["objects"].items()
         if k not in named and not any(n.startswith(k + "_") for n in named)
     )
     places = ";".join(
-        f"{k}:{np.round(np.asarray(scene['objects'][k][:3], dtype=np.float64) * 1000).astype(int)}"
-        for k in others
+        f"{k}:{np.round(np.asarray(poses[k][:3], dtype=np.float64) * 1000).astype(int)}"
+        for k in sorted(poses)
     )
     return unit_hash(f"{purpose}|{text}|{places}")
 
