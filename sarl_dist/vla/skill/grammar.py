@@ -13,10 +13,9 @@
    are carried out; a near-copy is read by its own words instead of as the taught one.
    The draws of 3 and 4 are hashes of the words, of where the fixtures stand and where
    the objects the sentence does not name rest (to 1 mm: LIBERO's init states differ
-   there, and the task's own
-   objects moving leave it alone), so a reading is stable within an episode (the VLA
-   keeps no state) and varies across episodes: repeating the sentence succeeds in about
-   that share of episodes, not more.
+   there, and the task's own objects moving leave it alone), so a reading is stable
+   within an episode (the VLA keeps no state) and varies across episodes: repeating the
+   sentence succeeds in about that share of episodes, not more.
 5. An atomic sentence is parsed into one predicate with the words of words.py. Words for
    an object that match nothing here land on a stable wrong object (a hash of the words)
    that is not the one being moved; a destination that would be the moved object itself
