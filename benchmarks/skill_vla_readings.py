@@ -6,7 +6,8 @@ The failure model's draws (grammar.scene_draw) depend only on the words and on w
 objects the sentence does not name rest, so each init state's reading is known at reset,
 without running the episode: the first clause (share `vla.p_partial`) or a misgrounded
 skill, and whether the sentence is then read whole once its first clause shows done
-(share `vla.p_zero_shot`); for the near-copy (task 5), whether its own words are read.
+(share `vla.p_zero_shot`); for the near-copy (task 5), whether its own words are read
+(both draws).
 The sentence alone can succeed only in "whole" episodes; its success is about that share
 times the atomic sequence's. Prints one JSON line per task, then a Markdown table.
 """
@@ -35,7 +36,7 @@ def readings(task: int, inits: int) -> dict:
         env.reset(i, init_index=i)
         scene = env.privileged()
         if recall(text, scene["scene"]) != text:  # a near-copy: its own words, or taught
-            counts["whole" if own_words(text, scene, p_zero_shot) else "misread"] += 1
+            counts["whole" if own_words(text, scene, p_partial, p_zero_shot) else "misread"] += 1
             continue
         _, first, carry = compound_draws(text, scene, p_partial, p_zero_shot)
         counts["whole" if carry else "first clause" if first else "misread"] += 1

@@ -281,12 +281,12 @@ class VLAConfig(_Section):
         description="Skill VLA: share of compound prompts that run their first clause.",
     )
     p_zero_shot: float = Field(
-        0.25,
+        0.4,
         ge=0,
         le=1,
         description="Skill VLA: chance (per episode, drawn from the scene) that an untaught "
-        "sentence is carried on right: a compound's remaining clauses once its first shows "
-        "done, a near-copy of a taught instruction read by its own words.",
+        "sentence whose first clause it reads (p_partial) is carried on right: a compound's "
+        "remaining clauses once its first shows done, a near-copy read by its own words.",
     )
 
     @field_validator("addresses")

@@ -107,7 +107,7 @@ def understand(
     taught = lessons(scene.get("scene"))
     heard = recall(text, scene.get("scene"))
     if heard != text:  # a near-copy: the taught one, or sometimes its own words
-        literal = own_words(text, scene, p_zero_shot)
+        literal = own_words(text, scene, p_partial, p_zero_shot)
         return (literal,) if literal is not None else taught[heard]
     if text in taught:
         return taught[text]
@@ -266,12 +266,18 @@ def compound_draws(
     return whole, first, carry
 
 
-def own_words(text: str, scene: dict[str, Any], p_zero_shot: float) -> Predicate | None:
-    """A near-copy's own words as a predicate, where this scene draws that reading."""
+def own_words(
+    text: str, scene: dict[str, Any], p_partial: float, p_zero_shot: float
+) -> Predicate | None:
+    """A near-copy's own words as a predicate, where this scene draws that reading: both
+    draws, as for a compound read whole, so every untaught sentence is read right in
+    the same share of episodes."""
     literal = parse(text, scene)
-    if literal is None or scene_draw(text, scene, set(literal.args), "literal") >= p_zero_shot:
+    if literal is None:
         return None
-    return literal
+    named = set(literal.args)
+    heard = scene_draw(text, scene, named, "reading") < p_partial
+    return literal if heard and scene_draw(text, scene, named, "carry") < p_zero_shot else None
 
 
 def misread(text: str, scene: dict[str, Any]) -> Goal | None:
