@@ -140,6 +140,12 @@ def test_a_near_copy_of_a_taught_instruction_is_heard_as_that_instruction():
     rephrased = "put the book in the back compartment of the caddy"
     assert recall(rephrased, "STUDY_SCENE1") == rephrased
     assert recall(sentence, None) == sentence
+    back = "desk_caddy_1_back_contain_region"
+    where = scene(scene="STUDY_SCENE1", sites={back: np.array([0.0, 0.3, 0.5])})
+    where["objects"]["black_book_1"] = pose(0.1, 0.1, 0.5)
+    where["site_extents"] = {back: np.array([0.03, 0.06, 0.06])}
+    assert hear(sentence, where, 1.0, 1.0) == (Predicate("in", ("black_book_1", back)),)
+    assert hear(sentence, where, 1.0, 0.0)[0].target != back  # the taught compartment
 
 
 def test_a_taught_compound_goal_is_worked_on_one_unmet_predicate_at_a_time():

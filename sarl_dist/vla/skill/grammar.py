@@ -223,19 +223,20 @@ def clauses(text: str) -> list[str]:
 
 
 def whole_goal(text: str, scene: dict[str, Any]) -> Goal | None:
-    """Every clause of a compound sentence as predicates (None: one is not understood);
-    "the other X" is the one of X's family that the first clause does not move."""
+    """A compound sentence's clauses as predicates, up to the first it does not understand
+    (None: not even the first); "the other X" is the one of X's family that the first
+    clause does not move."""
     goal: list[Predicate] = []
     for clause in clauses(text):
         plain = clause.replace("the other ", "the ")
         pred = parse(plain, scene) if not _COMPOUND.search(clause) else None
         if pred is None:
-            return None
+            return tuple(goal) or None
         if plain != clause and goal and pred.moved == goal[0].moved:
             kin = [k for k in sorted(scene["objects"]) if object_type(k) == object_type(pred.moved)]
             kin.remove(pred.moved)
             if not kin:
-                return None
+                return tuple(goal)
             pred = Predicate(pred.name, (kin[0], *pred.args[1:]), pred.push)
         goal.append(pred)
     return tuple(goal)
