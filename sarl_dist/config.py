@@ -309,6 +309,14 @@ class VLAConfig(_Section):
         le=1,
         description="Skill VLA: share of compound prompts that run their first clause.",
     )
+    p_zero_shot: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="Skill VLA: chance (per episode, drawn from the scene) that an untaught "
+        "sentence whose first clause it reads (p_partial) is carried on right: a compound's "
+        "remaining clauses once its first shows done, a near-copy read by its own words.",
+    )
 
     @field_validator("addresses")
     @classmethod

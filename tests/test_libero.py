@@ -122,7 +122,8 @@ def test_observations_and_render_on_demand(env, monkeypatch):
 
 
 def test_skill_vla_solves_task_0_with_atomic_prompts_but_not_with_the_task(env):
-    vla = ChunkedVLA(SkillVLA(seed=0), 5, 7)
+    """Without zero-shot carry-over (test_skill_vla has it) the sentence stays one skill."""
+    vla = ChunkedVLA(SkillVLA(seed=0, p_zero_shot=0.0), 5, 7)
     env.reset(0)
     assert not env.run_prompt(SOUP, vla).terminated
     assert env.run_prompt(SAUCE, vla).terminated

@@ -74,7 +74,10 @@ def make_server_policy(name: str, cfg: Config) -> tuple[VLAPolicy, dict[str, Any
         from sarl_dist.vla.skill import HORIZON, SkillVLA
 
         policy = SkillVLA(
-            seed=cfg.seed, action_noise=cfg.vla.action_noise, p_partial=cfg.vla.p_partial
+            seed=cfg.seed,
+            action_noise=cfg.vla.action_noise,
+            p_partial=cfg.vla.p_partial,
+            p_zero_shot=cfg.vla.p_zero_shot,
         )
         return policy, {"policy": name, "action_dim": 7, "action_horizon": HORIZON}
     if name == "neural":

@@ -6,11 +6,17 @@
    instruction (fine-tuned VLAs follow the memorised task when one word changes, as
    LIBERO-PRO measured); which one, when several, is fixed by a hash of the prompt.
 3. Any other compound sentence (two clauses, "both X and Y", "then": every LIBERO-10
-   sentence) collapses into one skill: for a fraction `p_partial` of sentences its first
-   clause, for the others a pick-and-place of an object to a place chosen by a hash.
-   Which of the two is fixed by the words, as a trained model misreads a sentence
-   consistently, so repeating the sentence never completes its second part.
-4. An atomic sentence is parsed into one predicate with the words of words.py. Words for
+   sentence) collapses into one skill: with probability `p_partial` its first clause,
+   else a pick-and-place of an object to a place chosen by a hash of the words.
+4. Zero-shot carry-over, with probability `p_zero_shot`: once the scene shows a compound
+   sentence's first clause done, the sentence is read whole, so its remaining clauses
+   are carried out; a near-copy is read by its own words instead of as the taught one.
+   The draws of 3 and 4 are hashes of the words, of where the fixtures stand and where
+   the objects the sentence does not name rest (to 1 mm: LIBERO's init states differ
+   there, and the task's own objects moving leave it alone), so a reading is stable
+   within an episode (the VLA keeps no state) and varies across episodes: repeating the
+   sentence succeeds in about that share of episodes, not more.
+5. An atomic sentence is parsed into one predicate with the words of words.py. Words for
    an object that match nothing here land on a stable wrong object (a hash of the words)
    that is not the one being moved; a destination that would be the moved object itself
    is not understood; an unknown verb is not understood. Not understood: the arm holds still.
@@ -22,8 +28,11 @@ import hashlib
 import re
 from typing import Any
 
+import numpy as np
+
+from sarl_dist.libero_objects import object_type
 from sarl_dist.vla.skill.curriculum import lessons
-from sarl_dist.vla.skill.goal import Goal, Predicate
+from sarl_dist.vla.skill.goal import Goal, Predicate, holds
 from sarl_dist.vla.skill.words import CONTAINERS, beside, fixture_place, refer, top_of
 
 _RELATIONS = (
@@ -74,14 +83,36 @@ def recall(text: str, scene_name: str | None) -> str:
     return stable_choice(text, near) if near else text
 
 
-def understand(text: str, scene: dict[str, Any], p_partial: float) -> Goal | None:
+def scene_draw(text: str, scene: dict[str, Any], named: set[str], purpose: str) -> float:
+    """A number in [0, 1) fixed by the words and by where the fixtures stand and the
+    objects the sentence does not name rest (to 1 mm): one draw per episode, read off
+    the observation."""
+    poses = dict(scene.get("fixture_poses", {}))
+    poses.update(
+        (k, p)
+        for k, p in scene["objects"].items()
+        if k not in named and not any(n.startswith(k + "_") for n in named)
+    )
+    places = ";".join(
+        f"{k}:{np.round(np.asarray(poses[k][:3], dtype=np.float64) * 1000).astype(int)}"
+        for k in sorted(poses)
+    )
+    return unit_hash(f"{purpose}|{text}|{places}")
+
+
+def understand(
+    text: str, scene: dict[str, Any], p_partial: float, p_zero_shot: float = 0.0
+) -> Goal | None:
     """The goal a normalised prompt means in this scene, or None (not understood)."""
-    text = recall(text, scene.get("scene"))
     taught = lessons(scene.get("scene"))
+    heard = recall(text, scene.get("scene"))
+    if heard != text:  # a near-copy: the taught one, or sometimes its own words
+        literal = own_words(text, scene, p_partial, p_zero_shot)
+        return (literal,) if literal is not None else taught[heard]
     if text in taught:
         return taught[text]
     if _COMPOUND.search(text):
-        return _collapse(text, scene, p_partial)
+        return _collapse(text, scene, p_partial, p_zero_shot)
     pred = parse(text, scene)
     return (pred,) if pred is not None else None
 
@@ -164,19 +195,94 @@ def _destination(rel: str, dst: str, scene: dict[str, Any]) -> tuple[str, str] |
     return ("on", key) if key else None  # on, or "in the bowl": LIBERO's On either way
 
 
-def _collapse(text: str, scene: dict[str, Any], p_partial: float) -> Goal | None:
-    """A compound sentence becomes one skill: its first clause, or a misgrounded one."""
-    first = re.split(
-        r" and (?=(?:put|place|close|open|turn|pick|push|stack)\b(?! (?:it|them)\b))|,? then ",
+def clauses(text: str) -> list[str]:
+    """A compound sentence's atomic clauses: "both X and Y" shared out, "it" and a
+    closing "inside" named by what the first clause acts on."""
+    parts = re.split(
+        r" and (?=(?:put|place)\b(?! (?:it|them)\b)|(?:close|open|turn|pick|push|stack)\b)"
+        r"|,? then ",
         text,
-    )[0]
-    first = re.sub(
-        r"\bboth (?:the )?(.+?) and (?:the )?.+? (in|on|into|onto) the", r"the \1 \2 the", first
     )
-    first = re.sub(r"\bboth (?:the )?(.+?)s (in|on|into|onto) the", r"the \1 \2 the", first)
-    if unit_hash(text) < p_partial:
-        pred = parse(first, scene) if not _COMPOUND.search(first) else None
-        return (pred,) if pred is not None else None
+    rest = r"(?P<rest>(?:in|on|into|onto) the .+)$"
+    if m := re.match(
+        rf"^(?P<verb>.+?) both (?:the )?(?P<x>.+?) and (?:the )?(?P<y>.+?) {rest}", parts[0]
+    ):
+        parts[:1] = [f"{m['verb']} the {m[n]} {m['rest']}" for n in ("x", "y")]
+    elif m := re.match(rf"^(?P<verb>.+?) both (?:the )?(?P<x>.+?)s {rest}", parts[0]):
+        parts[:1] = [f"{m['verb']} the {w}{m['x']} {m['rest']}" for w in ("", "other ")]
+    thing = re.search(
+        r" (?:in|on|into|onto|inside) the (.+)$|^(?:turn on|turn off|open|close) the (.+)$",
+        parts[0],
+    )
+    if thing:
+        name = f"the {thing[1] or thing[2]}"
+        parts[1:] = [
+            re.sub(r"\binside$", f"in {name}", re.sub(r"\bit\b", name, c)) for c in parts[1:]
+        ]
+    return parts
+
+
+def whole_goal(text: str, scene: dict[str, Any]) -> Goal | None:
+    """A compound sentence's clauses as predicates, up to the first it does not understand
+    (None: not even the first); "the other X" is the one of X's family that the first
+    clause does not move."""
+    goal: list[Predicate] = []
+    for clause in clauses(text):
+        plain = clause.replace("the other ", "the ")
+        pred = parse(plain, scene) if not _COMPOUND.search(clause) else None
+        if pred is None:
+            return tuple(goal) or None
+        if plain != clause and goal and pred.moved == goal[0].moved:
+            kin = [k for k in sorted(scene["objects"]) if object_type(k) == object_type(pred.moved)]
+            kin.remove(pred.moved)
+            if not kin:
+                return tuple(goal)
+            pred = Predicate(pred.name, (kin[0], *pred.args[1:]), pred.push)
+        goal.append(pred)
+    return tuple(goal)
+
+
+def _collapse(
+    text: str, scene: dict[str, Any], p_partial: float, p_zero_shot: float
+) -> Goal | None:
+    """A compound sentence becomes one skill (its first clause, or a misgrounded one), or,
+    once the scene shows the first clause done, sometimes the whole sentence."""
+    whole, first, carry = compound_draws(text, scene, p_partial, p_zero_shot)
+    if not first:
+        return misread(text, scene)
+    return whole if carry and holds(whole[0], scene) else whole[:1]
+
+
+def compound_draws(
+    text: str, scene: dict[str, Any], p_partial: float, p_zero_shot: float
+) -> tuple[Goal | None, bool, bool]:
+    """A compound's clauses as a goal, whether this scene draws its first-clause reading
+    (else a misreading), and whether it then reads it whole once the first shows done."""
+    whole = whole_goal(text, scene)
+    if whole is None:
+        return None, False, False
+    named = {a for p in whole for a in p.args}
+    first = scene_draw(text, scene, named, "reading") < p_partial
+    carry = first and len(whole) > 1 and scene_draw(text, scene, named, "carry") < p_zero_shot
+    return whole, first, carry
+
+
+def own_words(
+    text: str, scene: dict[str, Any], p_partial: float, p_zero_shot: float
+) -> Predicate | None:
+    """A near-copy's own words as a predicate, where this scene draws that reading: both
+    draws, as for a compound read whole, so every untaught sentence is read right in
+    the same share of episodes."""
+    literal = parse(text, scene)
+    if literal is None:
+        return None
+    named = set(literal.args)
+    heard = scene_draw(text, scene, named, "reading") < p_partial
+    return literal if heard and scene_draw(text, scene, named, "carry") < p_zero_shot else None
+
+
+def misread(text: str, scene: dict[str, Any]) -> Goal | None:
+    """A pick-and-place of an object to a place, both chosen by a hash of the words."""
     objects = movable(scene)
     if not objects:
         return None

@@ -7,7 +7,9 @@ predicate's skill (skills.py) wants the hand. It acts only from the observation 
 sent (openpi's LIBERO keys plus the `privileged` poses the LIBERO adapter adds) and keeps
 no state between requests, like a VLA. Gaussian action noise makes even known skills fail
 sometimes; everything random comes from one generator seeded at construction, so a server
-with a given seed answers a given sequence of requests identically.
+with a given seed answers a given sequence of requests identically. How an untaught
+sentence is read (grammar.py: `p_partial`, `p_zero_shot`) is drawn from the words and the
+observation, not from that generator, so it is the same for every server.
 """
 
 from __future__ import annotations
@@ -32,9 +34,15 @@ class SkillVLA:
     """openpi BasePolicy-compatible: infer(obs) -> {"actions": (10, 7), "skill_phase": str}."""
 
     def __init__(
-        self, seed: int = 0, action_noise: float = 0.05, p_partial: float = 0.5, gain: float = 20.0
+        self,
+        seed: int = 0,
+        action_noise: float = 0.05,
+        p_partial: float = 0.5,
+        p_zero_shot: float = 0.4,
+        gain: float = 20.0,
     ) -> None:
-        self.action_noise, self.p_partial, self.gain = action_noise, p_partial, gain
+        self.action_noise, self.gain = action_noise, gain
+        self.p_partial, self.p_zero_shot = p_partial, p_zero_shot
         self._rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
@@ -42,7 +50,7 @@ class SkillVLA:
 
     def understand(self, prompt: str, scene: dict[str, Any]) -> Goal | None:
         """The goal a prompt means in this scene (None: not understood)."""
-        return understand(normalize_prompt(prompt), scene, self.p_partial)
+        return understand(normalize_prompt(prompt), scene, self.p_partial, self.p_zero_shot)
 
     def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
         scene = obs.get("privileged")

@@ -401,7 +401,11 @@ def _insert(
     if along > depth + s.radius - 0.01:  # still outside: to the opening, turned, lowered
         ahead = centre[:2] + (depth + s.radius + 0.04) * out + offset[:2]
         clear = _tops_near(centre, pred.moved, scene, centre[2] + half[2]) + s.bottom + 0.05
-        if np.linalg.norm(ahead - hand.pos[:2]) > 0.03 or abs(turn) > 0.15:
+        off = hand.pos[:2] - ahead
+        outward = float(np.dot(off, out))  # > 0: farther out than the point in front
+        # back to that point only when off the line or short of it: a hand already on its
+        # way in keeps going (a held mug that lags behind it is not pulled out again)
+        if np.linalg.norm(off - outward * out) > 0.03 or outward > 0.03 or abs(turn) > 0.15:
             height = max(clear + offset[2], hand.pos[2])
             return Motion(np.array([*ahead, height]), 1.0, "carry", hand.yaw + turn)
         if hand.pos[2] > floor_z + 0.01:
