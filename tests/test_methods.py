@@ -69,7 +69,9 @@ def test_candidates_are_refreshed_every_refresh_steps_low_level_steps():
         source.collect(source.ask(obs, t, steps, ()))[0]
         for t, steps in enumerate([0, 10, 19, 20, 45])
     ]
-    assert ray.get(vlm.stats.remote())["requests"] == 3  # at steps 0, 20 and 45
+    # at steps 0, 20 and 45: the service's requests and the worker's own answers together
+    # (the same scene again is answered from the worker's copy)
+    assert ray.get(vlm.stats.remote())["requests"] + source.local["hits"] == 3
     assert offered[1] is offered[0] and offered[2] is offered[0]  # the same proposal reused
     ray.kill(vlm)
 
@@ -107,8 +109,9 @@ def test_a_greedy_episode_asks_for_no_candidates_of_a_state_it_discards():
         for seed in range(50):  # a failed episode: it runs out of decisions
             before = requests()
             summary, _ = worker.run_episode(0, seed, greedy)
-            if not summary["success"]:
-                asked[greedy] = (requests() - before, summary["decisions"])
+            if not summary["success"]:  # the service's requests and the worker's own answers
+                made = requests() - before + summary["vlm_local"]["hits"]
+                asked[greedy] = (made, summary["decisions"])
                 break
     # One query per decision; a stored, timed-out episode bootstraps from its last s'.
     assert asked[True][0] == asked[True][1]
