@@ -170,7 +170,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 def test_ctrl_c_stops_the_arm_checkpoints_and_the_run_resumes(robot, tmp_path):
     server, client = robot
-    config = _config(tmp_path, server.port, steps=200, episodes=3, checkpoint_every=3)
+    config = _config(tmp_path, server.port, steps=80, episodes=3, checkpoint_every=3)
     run, log = tmp_path / "run", tmp_path / "first.log"
     began = client.status()["episodes"]
     proc = _sarl(str(config), "--out", str(run), "--no-progress", log=log)
