@@ -6,6 +6,7 @@ Nothing here is used by the product path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import http.server
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -407,3 +408,27 @@ class Person:
 
     def type(self, line: str) -> None:
         self._type(line)
+
+
+@contextlib.contextmanager
+def websocket_server(handler, **options) -> Iterator[int]:
+    """A bare websockets server on 127.0.0.1 running `handler` in a thread of its own (a
+    peer written apart from the project's servers: openpi-style, hostile); yields its port
+    and stops it on exit. `options` go to websockets' `serve`."""
+    from websockets.asyncio.server import serve
+
+    started, state = threading.Event(), {}
+
+    async def main():
+        async with serve(handler, "127.0.0.1", 0, **options) as server:
+            state["port"] = server.sockets[0].getsockname()[1]
+            state["loop"], state["stop"] = asyncio.get_running_loop(), asyncio.Event()
+            started.set()
+            await state["stop"].wait()
+
+    threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
+    assert started.wait(5), "the websocket server did not start"
+    try:
+        yield state["port"]
+    finally:
+        state["loop"].call_soon_threadsafe(state["stop"].set)

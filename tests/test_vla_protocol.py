@@ -1,7 +1,5 @@
 """openpi's websocket protocol, both ways, over real sockets on 127.0.0.1."""
 
-import asyncio
-import threading
 import urllib.error
 import urllib.request
 
@@ -9,10 +7,9 @@ import numpy as np
 import pytest
 from openpi_client import msgpack_numpy
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
-from websockets.asyncio.server import serve
 
 from sarl_dist.skill_chain import NUM_SKILLS
-from sarl_dist.testing import tiny_config
+from sarl_dist.testing import tiny_config, websocket_server
 from sarl_dist.vla import make_server_policy, make_vla
 from sarl_dist.vla.base import ChunkedVLA, VLAError
 from sarl_dist.vla.client import WebsocketVLA, metadata_check
@@ -128,9 +125,11 @@ def test_a_run_checks_its_policy_servers_metadata(server):
     assert make_vla(cfg, 0, action_dim=NUM_SKILLS).next_action(lambda: OBS).shape == (NUM_SKILLS,)
 
 
-def _openpi_style_server(actions: np.ndarray, fail_after: int | None = None):
-    """An independent minimal server written to openpi's protocol, for our client."""
-    started, state = threading.Event(), {}
+OPENPI_SERVE = {"compression": None, "max_size": None}  # as openpi's server serves
+
+
+def _openpi_style(actions: np.ndarray, fail_after: int | None = None):
+    """An independent minimal handler written to openpi's protocol, for our client."""
 
     async def handler(ws):
         packer = msgpack_numpy.Packer()
@@ -145,43 +144,26 @@ def _openpi_style_server(actions: np.ndarray, fail_after: int | None = None):
             served += 1
             await ws.send(packer.pack({"actions": actions, "echo": obs["prompt"]}))
 
-    async def main():
-        async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as srv:
-            state["port"], state["loop"] = (
-                srv.sockets[0].getsockname()[1],
-                asyncio.get_running_loop(),
-            )
-            state["stop"] = asyncio.Event()
-            started.set()
-            await state["stop"].wait()
-
-    threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
-    assert started.wait(5)
-    return state
+    return handler
 
 
 def test_our_client_talks_to_an_openpi_protocol_server_and_replans():
-    state = _openpi_style_server(np.arange(10 * 7, dtype=np.float32).reshape(10, 7), fail_after=2)
-    try:
-        client = WebsocketVLA("127.0.0.1", state["port"], connect_timeout=2)
+    actions = np.arange(10 * 7, dtype=np.float32).reshape(10, 7)
+    with websocket_server(_openpi_style(actions, fail_after=2), **OPENPI_SERVE) as port:
+        client = WebsocketVLA("127.0.0.1", port, connect_timeout=2)
         assert client.metadata == {"policy": "openpi-style"}
         chunked = ChunkedVLA(client, replan_steps=5, action_dim=7)
         first = [chunked.next_action(lambda: OBS)[0] for _ in range(10)]
         assert first == [0.0, 7.0, 14.0, 21.0, 28.0] * 2  # 5 of each 10-step chunk, then ask again
         with pytest.raises(VLAError, match="boom"):
             chunked.next_action(lambda: OBS)
-    finally:
-        state["loop"].call_soon_threadsafe(state["stop"].set)
 
 
 def test_wrong_action_shape_from_a_server_is_refused():
-    state = _openpi_style_server(np.zeros((10, 3), np.float32))
-    try:
-        chunked = ChunkedVLA(WebsocketVLA("127.0.0.1", state["port"]), 5, action_dim=7)
+    with websocket_server(_openpi_style(np.zeros((10, 3), np.float32)), **OPENPI_SERVE) as port:
+        chunked = ChunkedVLA(WebsocketVLA("127.0.0.1", port), 5, action_dim=7)
         with pytest.raises(VLAError, match="shape"):
             chunked.next_action(lambda: OBS)
-    finally:
-        state["loop"].call_soon_threadsafe(state["stop"].set)
 
 
 def test_plain_http_elsewhere_is_refused(server):

@@ -4,11 +4,9 @@ by `wire.unpack`; a fuzz of random and adversarial frames against the policy ser
 the robot server, in process and as the `sarl` processes a user starts; and clients that
 refuse the same from a hostile server."""
 
-import asyncio
 import contextlib
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -16,7 +14,6 @@ import msgpack
 import numpy as np
 import pytest
 from openpi_client import msgpack_numpy
-from websockets.asyncio.server import serve
 from websockets.sync.client import connect
 
 from sarl_dist import wire
@@ -25,7 +22,7 @@ from sarl_dist.robot.client import RobotClient, RobotError
 from sarl_dist.robot.safety import Safety
 from sarl_dist.robot.server import RobotServer
 from sarl_dist.skill_chain import NUM_SKILLS
-from sarl_dist.testing import free_ports, tiny_config, wait_healthy
+from sarl_dist.testing import free_ports, tiny_config, wait_healthy, websocket_server
 from sarl_dist.vla import make_server_policy
 from sarl_dist.vla.base import VLAError
 from sarl_dist.vla.client import WebsocketVLA
@@ -257,43 +254,27 @@ def test_the_object_frame_against_the_sarl_server_processes():
         arm.close()
 
 
-def _hostile_server(first: bytes, reply: bytes):
-    """A server that sends `first` as its metadata and `reply` to every request."""
-    started, state = threading.Event(), {}
+def _hostile(first: bytes, reply: bytes):
+    """A handler that sends `first` as its metadata and `reply` to every request."""
 
     async def handler(ws):
         await ws.send(first)
         async for _ in ws:
             await ws.send(reply)
 
-    async def main():
-        async with serve(handler, "127.0.0.1", 0) as server:
-            state["port"], state["loop"] = (
-                server.sockets[0].getsockname()[1],
-                asyncio.get_running_loop(),
-            )
-            state["stop"] = asyncio.Event()
-            started.set()
-            await state["stop"].wait()
-
-    threading.Thread(target=lambda: asyncio.run(main()), daemon=True).start()
-    assert started.wait(5)
-    return state
+    return handler
 
 
 @pytest.mark.parametrize("where", ["metadata", "reply"])
 def test_clients_refuse_object_arrays_from_a_hostile_server(where):
     hostile = msgpack.packb({"actions": _array("|O", POINTER, [1])})
     plain = msgpack.packb({"action_dim": 7})
-    state = _hostile_server(hostile if where == "metadata" else plain, hostile)
-    uri = f"ws://127.0.0.1:{state['port']}"
-    try:
+    with websocket_server(_hostile(hostile if where == "metadata" else plain, hostile)) as port:
+        uri = f"ws://127.0.0.1:{port}"
         with pytest.raises(VLAError, match=r"dtype '\|O' refused"):
             WebsocketVLA(uri, 0, connect_timeout=2).infer(OBS)
         with pytest.raises(RobotError, match=r"dtype '\|O' refused"):
             RobotClient(uri, connect_timeout=2).status()
-    finally:
-        state["loop"].call_soon_threadsafe(state["stop"].set)
 
 
 @pytest.mark.parametrize("client", ["vla", "robot"])
