@@ -12,13 +12,22 @@ import pytest
 
 from sarl_dist.config import load_config
 from sarl_dist.envs import make_env
+from sarl_dist.geometry import down_quat
+from sarl_dist.libero_objects import shape
 from sarl_dist.libero_setup import libero_suite
 from sarl_dist.prompt_text import normalize_prompt
 from sarl_dist.vla.skill import SkillVLA
 from sarl_dist.vla.skill.curriculum import bddl_goal, lessons
 from sarl_dist.vla.skill.goal import Predicate, exists, holds, next_unmet
 from sarl_dist.vla.skill.grammar import clauses, parse, recall
-from sarl_dist.vla.skill.skills import fit_turn
+from sarl_dist.vla.skill.skills import (
+    FINGERS,
+    ON_MARGIN,
+    Hand,
+    Motion,
+    drop_zone,
+    fit_turn,
+)
 
 SOUP = "pick up the alphabet soup and put it in the basket"
 CONFIG = "configs/libero10.yaml"
@@ -179,6 +188,65 @@ def test_a_held_book_is_turned_to_fit_a_narrow_compartment():
         turn = fit_turn(pred, where)
         assert abs(turn) <= np.pi / 2
         assert np.sin(book_yaw + turn) == pytest.approx(0.0, abs=1e-5)  # thin side along x
+
+
+def yaw_of(rotation: np.ndarray) -> float:
+    return float(np.arctan2(rotation[1, 0], rotation[0, 0]))
+
+
+def test_the_hand_turns_only_as_far_as_the_wrist_can():
+    """Of the two grips a half turn apart, the nearer, unless the wrist (the Panda's last
+    joint, +-2.9 rad) would have to pass its limit to get there: then the other."""
+    at_limit = -2.05  # hand yaw with the last joint near +2.9 rad
+    hand = Hand(np.zeros(3), down_quat(at_limit), 0.08, 0.0)
+    beyond = Motion(np.zeros(3), -1.0, "approach", yaw=at_limit - 0.9)
+    assert yaw_of(beyond.orientation(hand)) == pytest.approx(
+        at_limit - 0.9 + np.pi, abs=1e-6
+    )  # the long way round, away from the limit
+    free = Hand(np.zeros(3), down_quat(0.0), 0.08, 0.0)  # at home: the nearer of the two
+    near = Motion(np.zeros(3), -1.0, "approach", yaw=2.5)
+    assert yaw_of(near.orientation(free)) == pytest.approx(2.5 - np.pi)
+
+
+def test_a_second_can_goes_where_the_basket_has_room_and_stays_there():
+    where = scene()
+    basket = "basket_1_contain_region"
+    where["objects"]["alphabet_soup_1"] = pose(0.0, 0.3, 0.49)  # the first can, in the middle
+    where["objects"]["tomato_sauce_1"] = pose(0.2, 0.3, 0.67)  # the second, carried in
+    pred = Predicate("in", ("tomato_sauce_1", basket))
+    drop = drop_zone(pred, where, np.zeros(3))
+    room = 0.06 - shape("tomato_sauce_1").radius  # its whole footprint inside the walls
+    assert np.all(np.abs(drop.point[:2] - [0.0, 0.3]) <= room + 1e-9)
+    assert drop.point[0] > 0.0  # on the side it comes from
+    over = 0.49 + shape("alphabet_soup_1").top + shape("tomato_sauce_1").bottom
+    assert drop.release >= over  # no room beside the first can: let go above it
+    for nudge in ([0.002, 0.0], [0.0, -0.002], [-0.002, 0.002]):  # the can shifts a little
+        where["objects"]["alphabet_soup_1"][:2] = [0.0 + nudge[0], 0.3 + nudge[1]]
+        assert np.allclose(drop_zone(pred, where, np.zeros(3)).point, drop.point)
+
+
+def test_a_pot_held_by_its_handle_is_set_down_with_the_hand_clear_of_the_first():
+    stove = "flat_stove_1_cook_region"
+    where = {
+        # the first pot in the stove's front corner; the second comes from behind
+        "objects": {"moka_pot_1": pose(0.0, 0.3, 1.0), "moka_pot_2": pose(0.055, -0.055, 1.0)},
+        "sites": {stove: np.array([0.0, 0.0, 0.905])},
+        "site_extents": {stove: np.array([0.075, 0.075, 0.002])},
+        "fixtures": {"flat_stove_1_burner": np.array([-0.1, -0.1, 0.88, 0.1, 0.1, 0.93])},
+    }
+    pred = Predicate("on", ("moka_pot_1", stove))
+    handle = np.array([0.0, -0.075, 0.04])  # the hand holds the handle, toward the front
+    drop = drop_zone(pred, where, handle)
+    first = np.array([0.055, -0.055])
+    assert (
+        np.linalg.norm(drop.point[:2] + handle[:2] - first) > shape("moka_pot_2").radius + FINGERS
+    )
+    assert np.linalg.norm(drop.point[:2] - first) >= 2 * shape("moka_pot_1").radius  # apart
+    assert np.all(np.abs(drop.point[:2]) < 0.075)  # its centre on the stove
+    assert drop.release == pytest.approx(0.93 + shape("moka_pot_1").bottom + 0.015)  # the plate
+    del where["objects"]["moka_pot_2"]  # alone: the stove's side nearest it, centre inside
+    alone = drop_zone(pred, where, handle)
+    assert alone.point[1] == pytest.approx(0.075 - ON_MARGIN)
 
 
 # ---------------------------------------------------------------- every suite's sentences

@@ -28,6 +28,8 @@ REACH = 0.74  # shoulder to wrist from which the arm nears full stretch (0.80 st
 NEAR_SIDE = 0.6  # a round rim this far from the robot is best pinched on its near side
 PRESHAPE = 0.045  # finger gap for pinching a handle bar between fingers above and below it
 PUSH_TILT = 0.5  # fingers tipped toward what they push, the wrist kept back (rad)
+WRIST_HOME = np.pi / 4  # the Panda's last joint at robosuite's home pose (hand yaw 0)
+WRIST_MAX = 2.85  # that joint's range is +-2.8973 rad; the hand stalls against it
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,27 @@ class Motion:
 
     def orientation(self, hand: Hand) -> np.ndarray:
         """The hand's target rotation: of the two the symmetric gripper makes equivalent
-        (turned half a turn about its own axis), the one nearer to where it is."""
+        (turned half a turn about its own axis), the one nearer to where it is that the
+        wrist can turn to without passing its joint limit."""
         yaw = hand.yaw if self.yaw is None else self.yaw
-        options = [
-            lean(hand_down(yaw, self.tilt, self.roll), np.asarray(self.lean)),
-            lean(hand_down(yaw + np.pi, -self.tilt, self.roll), np.asarray(self.lean)),
-        ]
-        return min(options, key=lambda m: np.linalg.norm(orientation_error(m, hand.quat)))
+        options = sorted(
+            [(yaw, self.tilt), (yaw + np.pi, -self.tilt)],
+            key=lambda o: np.linalg.norm(orientation_error(self._rotation(*o), hand.quat)),
+        )
+        now = wrist_angle(hand.yaw)
+        turnable = [o for o in options if abs(now - wrap(o[0] - hand.yaw, 2 * np.pi)) < WRIST_MAX]
+        return self._rotation(*(turnable or options)[0])
+
+    def _rotation(self, yaw: float, tilt: float) -> np.ndarray:
+        return lean(hand_down(yaw, tilt, self.roll), np.asarray(self.lean))
+
+
+def wrist_angle(yaw: float) -> float:
+    """The Panda's last joint for a downward hand of this yaw: WRIST_HOME at yaw 0, the
+    joint turning against the hand (measured); of two angles a turn apart, the one in
+    range (the joint spans 5.8 rad of the turn)."""
+    q = WRIST_HOME - yaw
+    return q - 2 * np.pi if q > WRIST_MAX and q - 2 * np.pi > -WRIST_MAX else q
 
 
 def wrap(angle: float, period: float = np.pi) -> float:
@@ -233,16 +249,19 @@ class Drop:
     clear: float
 
 
-def drop_zone(pred: Predicate, scene: dict[str, Any]) -> Drop:
+def drop_zone(pred: Predicate, scene: dict[str, Any], reach: np.ndarray) -> Drop:
+    """`reach`: where the hand holds the object, from the object's origin."""
     s = shape(pred.moved)
     if pred.target in scene["sites"]:
         half = np.asarray(scene["site_extents"][pred.target], dtype=np.float64)
-        centre = _free_spot(pred, half, scene)
+        centre, under = _free_spot(pred, half, scene, reach)
         top = centre[2] + half[2]
-        if pred.name == "in":  # into a container: low, but the hand stays above its rim
+        if pred.name == "in":  # into a container: low, but the hand stays above its rim;
+            # where nothing leaves it room, above what is there (it settles against them)
             release = max(centre[2] - half[2] + s.bottom + 0.02, top - s.grasp - 0.03)
+            release = max(release, under + s.bottom + 0.01)
         else:
-            release = top + s.bottom + 0.015
+            release = _surface(centre, top, scene) + s.bottom + 0.015
     else:
         centre = np.asarray(scene["objects"][pred.target][:3], dtype=np.float64)
         top = centre[2] + shape(pred.target).top
@@ -254,18 +273,29 @@ def drop_zone(pred: Predicate, scene: dict[str, Any]) -> Drop:
     return Drop(centre - middle, release, clear)  # its footprint's centre over the point
 
 
-def _free_spot(pred: Predicate, half: np.ndarray, scene: dict[str, Any]) -> np.ndarray:
-    """Where in a region to put the object: its centre, or, when something is in the way
-    there (the first moka pot on the stove, the handles of the drawers above an open
-    one), the spot in the region that stands clearest of it."""
+ON_MARGIN = 0.02  # an object set on a region keeps its centre this far inside the region
+FINGERS = 0.045  # how far the fingers closed on a handle reach out from the grasp point
+
+
+def _free_spot(
+    pred: Predicate, half: np.ndarray, scene: dict[str, Any], reach: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Where in a region to put the object, and the highest top its footprint overlaps
+    there (-inf: none). Into a container: its middle; onto a surface: its side nearest the
+    object, leaving room behind. When something is in the way there (the first moka pot on
+    the stove, the first can in the basket, the handles of the drawers above an open one):
+    the spot clearest of it, for the object and for the hand holding it by a handle, among
+    those that keep the object in the region: its whole footprint inside a container's
+    walls, its centre inside a surface's."""
     centre = np.asarray(scene["sites"][pred.target], dtype=np.float64)
     radius = shape(pred.moved).radius
-    others = [
-        np.asarray(p[:2], dtype=np.float64)
+    room = np.maximum(half[:2] - (radius if pred.name == "in" else ON_MARGIN), 0.0)
+    others = [  # (x, y, radius, top) of the objects in or at the region
+        (*np.asarray(p[:2], dtype=np.float64), shape(k).radius, float(p[2]) + shape(k).top)
         for k, p in scene["objects"].items()
         if k != pred.moved
         and not pred.target.startswith(k + "_")  # the basket its region belongs to
-        and np.all(np.abs(p[:2] - centre[:2]) < half[:2] + radius)
+        and np.all(np.abs(p[:2] - centre[:2]) < half[:2] + radius + shape(k).radius)
     ]
     walls = [  # fixture parts above the region's floor, not the one holding the region
         box
@@ -274,20 +304,56 @@ def _free_spot(pred: Predicate, half: np.ndarray, scene: dict[str, Any]) -> np.n
         and not np.all((box[:3] < centre) & (centre < box[3:]))
     ]
 
-    def clearance(p: np.ndarray) -> float:
-        gaps = [np.linalg.norm(p[:2] - o) - radius - 0.04 for o in others]
-        gaps += [
-            np.linalg.norm(np.maximum(np.maximum(box[:2] - p[:2], p[:2] - box[3:5]), 0.0)) - radius
-            for box in walls
-        ]
-        gaps += list(half[:2] - np.abs(p[:2] - centre[:2]) - radius)  # it stays inside
-        return min(gaps)
+    handle = reach[:2] if np.linalg.norm(reach[:2]) > 0.03 else None
 
-    if clearance(centre) > 0.01:
-        return centre
-    steps = np.linspace(-1.0, 1.0, 9)
-    spots = [centre + np.array([a * half[0], b * half[1], 0.0]) for a in steps for b in steps]
-    return max(spots, key=lambda p: (round(clearance(p), 3), -np.linalg.norm(p - centre)))
+    def gaps(p: np.ndarray) -> list[float]:
+        return [np.hypot(p[0] - x, p[1] - y) - radius - r - 0.01 for x, y, r, _ in others]
+
+    def clearance(p: np.ndarray) -> float:
+        hand = (
+            [] if handle is None else [np.hypot(*(p[:2] + handle - o[:2])) - o[2] for o in others]
+        )
+        return min(
+            gaps(p)
+            + [gap - FINGERS for gap in hand]
+            + [
+                np.linalg.norm(np.maximum(np.maximum(box[:2] - p[:2], p[:2] - box[3:5]), 0.0))
+                - radius
+                for box in walls
+            ],
+            default=np.inf,
+        )
+
+    now = np.asarray(scene["objects"][pred.moved][:2], dtype=np.float64)
+    spot = centre.copy()
+    if pred.name == "on":  # the nearest spot stays put while the object comes to it
+        spot[:2] += np.clip(now - centre[:2], -room, room)
+    if clearance(spot) <= 0.01:  # of the clearest spots, the one nearest the object now:
+        # it stays the same while the object comes to it and what is there shifts a little
+        steps = np.linspace(-1.0, 1.0, 9)
+        spots = [centre + np.array([a * room[0], b * room[1], 0.0]) for a in steps for b in steps]
+        clear = [clearance(p) for p in spots]
+        spot = min(
+            (p for p, c in zip(spots, clear, strict=True) if c >= max(clear) - 0.01),
+            key=lambda p: np.linalg.norm(p[:2] - now),
+        )
+    under = [o[3] for o, gap in zip(others, gaps(spot), strict=True) if gap < -0.01]
+    return spot, max(under, default=-np.inf)
+
+
+def _surface(point: np.ndarray, top: float, scene: dict[str, Any]) -> float:
+    """The height a region's objects stand on: the top of the fixture part under `point`
+    when it is a little above the region's own top (a stove's burner plate), else that."""
+    return max(
+        [top]
+        + [
+            float(box[5])
+            for box in scene.get("fixtures", {}).values()
+            if np.all(box[:2] < point[:2])
+            and np.all(point[:2] < box[3:5])
+            and top - 0.01 < box[5] < top + 0.04
+        ]
+    )
 
 
 def _tops_near(point: np.ndarray, moved: str, scene: dict[str, Any], top: float) -> float:
@@ -356,7 +422,7 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
         return Motion(np.array([*hand.pos[:2], obj[2] + 0.2]), 1.0, "lift")
     if entry is not None:
         return _insert(pred, hand, obj, entry, scene)
-    drop = drop_zone(pred, scene)
+    drop = drop_zone(pred, scene, hand.pos - obj)
     offset = hand.pos - obj  # carry the object, not the fingers, over the destination
     carry_z = drop.clear + offset[2]
     turn = (
