@@ -302,13 +302,11 @@ def propose(
     from sarl_dist.vlm.base import ProposalError, ProposalRequest
 
     _log_warnings()
-    overrides = [f"vlm.backend={backend}", *(set_ or [])]
-    if base_url is not None:
-        if backend not in REMOTE:
-            _fail(f"--base-url applies to {' and '.join(REMOTE)}, not to {backend}")
-        overrides.append(f"vlm.{backend}.base_url={base_url}")
+    if base_url is not None and backend not in REMOTE:
+        _fail(f"--base-url applies to {' and '.join(REMOTE)}, not to {backend}")
+    endpoint = [f"vlm.{backend}.base_url={base_url}"] if base_url is not None else []
     try:
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, [f"vlm.backend={backend}", *(set_ or []), *endpoint])
         prompts = PromptCache.load(cache) if cache else PromptCache(cfg.cache.capacity, [task])
         pixels = np.asarray(Image.open(image).convert("RGB"))
         with contextlib.redirect_stdout(sys.stderr):  # LIBERO prints to stdout; ours is JSON
@@ -323,8 +321,7 @@ def propose(
         answer = asyncio.run(ask(proposer, request))
     except ProposalError as exc:
         _fail(str(exc), code=1)
-    section = getattr(cfg.vlm, backend, None)
-    frozen = prompts.frozen
+    section, frozen = getattr(cfg.vlm, backend, None), prompts.frozen
     ids, refused = prompts.admit(answer.prompts)  # ids as a run's VLMService gives them
     out = {
         "backend": backend,

@@ -411,6 +411,26 @@ class SweepResult:
         }
 
 
+def _check_start(spec: SweepSpec, out: Path, resume: bool) -> None:
+    """A sweep directory is started once; a resume must bring the same sweep file."""
+    started = out.is_dir() and any(
+        p.name == TUNE_DIR or (p / CONFIG_FILE).is_file() for p in out.iterdir()
+    )
+    if started and not resume:
+        raise ConfigError(f"{out} already holds runs of a sweep; add --resume to finish it")
+    if resume:
+        check_unchanged(spec, out)
+
+
+def _record(spec: SweepSpec, out: Path) -> None:
+    """The sweep file and its base config, as the sweep first ran them (what a resume
+    is checked against)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / SPEC_FILE).is_file():
+        (out / SPEC_FILE).write_text(yaml.safe_dump(_recorded(spec), sort_keys=False))
+        (out / BASE_FILE).write_text(yaml.safe_dump(read_yaml(spec.base), sort_keys=False))
+
+
 def run_sweep(
     spec: SweepSpec, out: Path, address: str | None, resume: bool, show_progress: bool = True
 ) -> SweepResult:
@@ -420,22 +440,13 @@ def run_sweep(
     param_space, search_alg, num_samples = _search(spec, runs)
     scheduler = _scheduler(spec, runs)
     callbacks = _callbacks(spec)
-    started = out.is_dir() and any(
-        p.name == TUNE_DIR or (p / CONFIG_FILE).is_file() for p in out.iterdir()
-    )
-    if started and not resume:
-        raise ConfigError(f"{out} already holds runs of a sweep; add --resume to finish it")
-    if resume:
-        check_unchanged(spec, out)
+    _check_start(spec, out, resume)
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         check_fits(runs)
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / SPEC_FILE).is_file():
-            (out / SPEC_FILE).write_text(yaml.safe_dump(_recorded(spec), sort_keys=False))
-            (out / BASE_FILE).write_text(yaml.safe_dump(read_yaml(spec.base), sort_keys=False))
+        _record(spec, out)
         before = {p.name: _status(p) for p in out.iterdir() if p.is_dir()}
         sweep = Sweep(out, read_yaml(spec.base), spec.set, tuple(spec.grid))
         per_point = spec.search.samples if spec.search else 1

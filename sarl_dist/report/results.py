@@ -337,67 +337,33 @@ def _task_sections(out: Path, table, members, fields, labels: dict[str, str]) ->
 
 
 def _write_csvs(out, results, fields, table, labels, left_out) -> None:
-    with open(out / "results.csv", "w", newline="") as f:
+    """results.csv: one row per pooled group and evaluation point; runs.csv: one per run
+    and point, with the fields each run's method does not read marked."""
+    head = ["task_label", "task", "method", *fields]
+    pooled = [
+        [labels[g.task], g.task, g.method, *[v for _, v in g.fields], point, *_stat(cell)]
+        for g, cells in table.items()
+        for point, cell in cells.items()
+    ]
+    tail = ["episodes_seen", "success_mean", "success_se", "seeds"]
+    _write_csv(out / "results.csv", head + tail, pooled)
+    runs = [
+        [_link(r.path, out), r.status, r.path not in left_out, labels[r.task], r.task, r.method]
+        + [r.config[k] if _reads(r.method, k) else NOT_READ for k in fields]
+        + [r.seed, point, f"{value:.4f}", f"{r.stderr[point]:.4f}"]
+        for r in results
+        for point, value in sorted(r.curve.items())
+    ]
+    tail = ["seed", "episodes_seen", "success_rate", "eval_se"]
+    _write_csv(out / "runs.csv", ["run", "status", "pooled", *head, *tail], runs)
+
+
+def _stat(cell) -> tuple[str, str, int]:
+    return f"{cell.mean:.4f}", f"{cell.se:.4f}", cell.seeds
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(
-            [
-                "task_label",
-                "task",
-                "method",
-                *fields,
-                "episodes_seen",
-                "success_mean",
-                "success_se",
-                "seeds",
-            ]
-        )
-        for group, cells in table.items():
-            values = [v for _, v in group.fields]
-            for point, cell in cells.items():
-                writer.writerow(
-                    [
-                        labels[group.task],
-                        group.task,
-                        group.method,
-                        *values,
-                        point,
-                        f"{cell.mean:.4f}",
-                        f"{cell.se:.4f}",
-                        cell.seeds,
-                    ]
-                )
-    with open(out / "runs.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            [
-                "run",
-                "status",
-                "pooled",
-                "task_label",
-                "task",
-                "method",
-                *fields,
-                "seed",
-                "episodes_seen",
-                "success_rate",
-                "eval_se",
-            ]
-        )
-        for r in results:
-            values = [r.config[k] if _reads(r.method, k) else NOT_READ for k in fields]
-            for point, value in sorted(r.curve.items()):
-                writer.writerow(
-                    [
-                        _link(r.path, out),
-                        r.status,
-                        r.path not in left_out,
-                        labels[r.task],
-                        r.task,
-                        r.method,
-                        *values,
-                        r.seed,
-                        point,
-                        f"{value:.4f}",
-                        f"{r.stderr[point]:.4f}",
-                    ]
-                )
+        writer.writerow(header)
+        writer.writerows(rows)

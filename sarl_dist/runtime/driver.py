@@ -357,6 +357,37 @@ def init_ray(address: str | None, cfg: Config) -> bool:
     return True
 
 
+def _resume_point(run: RunDir, resume: bool, extend: bool) -> Path | None:
+    """The checkpoint a resume continues from (None: a fresh run), checked against the
+    run's config; episodes logged after it are run again, so their log entries go."""
+    try:
+        resume_from = ckpt.latest(run.checkpoints) if resume else None
+        meta = ckpt.verify(resume_from) if resume_from is not None else {}
+        if resume_from is not None:
+            run.check_resumed_config(resume_from, meta, extend)
+        EpisodeLog(run.episode_log).discard_from(meta.get("replay_added", 0))
+        return resume_from
+    except BaseException:
+        run.close()  # the run directory is free for the next attempt
+        raise
+
+
+def _interrupted(driver: Driver, exc: BaseException) -> dict:
+    """The summary of a run stopped by Ctrl-C, the operator or a failing actor, after its
+    checkpoint."""
+    driver.interrupt()
+    why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
+    log.warning("%s: checkpointed at %d episodes", why, driver.state.episodes)
+    curve = driver.state.eval_curve
+    return {
+        "interrupted": why,
+        "failed": isinstance(exc, RunStoppedError),
+        "episodes": driver.state.episodes,
+        "last_eval_success": curve[-1][1] if curve else None,  # a mid-run point, if any
+        "wall_seconds": driver.state.wall_seconds,
+    }
+
+
 def run_training(
     cfg: Config,
     run: RunDir,
@@ -371,16 +402,7 @@ def run_training(
     train.episodes above what the checkpoint recorded; `placement` and `on_eval` as for
     Driver (a sweep's trial). A file system error (a full disk, a read-only directory) ends
     it as a RunError naming the path; the run resumes from its last sealed checkpoint."""
-    try:
-        resume_from = ckpt.latest(run.checkpoints) if resume else None
-        meta = ckpt.verify(resume_from) if resume_from is not None else {}
-        if resume_from is not None:
-            run.check_resumed_config(resume_from, meta, extend)
-        # Episodes committed after the checkpoint are run again, so their log entries go.
-        EpisodeLog(run.episode_log).discard_from(meta.get("replay_added", 0))
-    except BaseException:
-        run.close()  # the run directory is free for the next attempt
-        raise
+    resume_from = _resume_point(run, resume, extend)
     started_ray = init_ray(address, cfg)
     driver = Driver(cfg, run, show_progress, placement, on_eval)
     try:
@@ -392,17 +414,7 @@ def run_training(
         run.write_summary(summary)
         return summary
     except (KeyboardInterrupt, OperatorQuitError, RunStoppedError) as exc:
-        driver.interrupt()
-        why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        log.warning("%s: checkpointed at %d episodes", why, driver.state.episodes)
-        curve = driver.state.eval_curve
-        return {
-            "interrupted": why,
-            "failed": isinstance(exc, RunStoppedError),
-            "episodes": driver.state.episodes,
-            "last_eval_success": curve[-1][1] if curve else None,  # a mid-run point, if any
-            "wall_seconds": driver.state.wall_seconds,
-        }
+        return _interrupted(driver, exc)
     except PlacementError as exc:
         raise RunError(str(exc)) from None
     except ray.exceptions.RayActorError as exc:

@@ -290,20 +290,7 @@ def _free_spot(
     centre = np.asarray(scene["sites"][pred.target], dtype=np.float64)
     radius = shape(pred.moved).radius
     room = np.maximum(half[:2] - (radius if pred.name == "in" else ON_MARGIN), 0.0)
-    others = [  # (x, y, radius, top) of the objects in or at the region
-        (*np.asarray(p[:2], dtype=np.float64), shape(k).radius, float(p[2]) + shape(k).top)
-        for k, p in scene["objects"].items()
-        if k != pred.moved
-        and not pred.target.startswith(k + "_")  # the basket its region belongs to
-        and np.all(np.abs(p[:2] - centre[:2]) < half[:2] + radius + shape(k).radius)
-    ]
-    walls = [  # fixture parts above the region's floor, not the one holding the region
-        box
-        for box in scene.get("fixtures", {}).values()
-        if box[5] > centre[2] - half[2] + 0.01
-        and not np.all((box[:3] < centre) & (centre < box[3:]))
-    ]
-
+    others, walls = _occupants(pred, centre, half, scene)
     handle = reach[:2] if np.linalg.norm(reach[:2]) > 0.03 else None
 
     def gaps(p: np.ndarray) -> list[float]:
@@ -339,6 +326,28 @@ def _free_spot(
         )
     under = [o[3] for o, gap in zip(others, gaps(spot), strict=True) if gap < -0.01]
     return spot, max(under, default=-np.inf)
+
+
+def _occupants(
+    pred: Predicate, centre: np.ndarray, half: np.ndarray, scene: dict[str, Any]
+) -> tuple[list[tuple[float, float, float, float]], list[np.ndarray]]:
+    """What a region holds: (x, y, radius, top) of the objects in or at it, and the
+    fixture parts above its floor (not the one holding the region)."""
+    reach = half[:2] + shape(pred.moved).radius
+    others = [
+        (*np.asarray(p[:2], dtype=np.float64), shape(k).radius, float(p[2]) + shape(k).top)
+        for k, p in scene["objects"].items()
+        if k != pred.moved
+        and not pred.target.startswith(k + "_")  # the basket its region belongs to
+        and np.all(np.abs(p[:2] - centre[:2]) < reach + shape(k).radius)
+    ]
+    walls = [
+        box
+        for box in scene.get("fixtures", {}).values()
+        if box[5] > centre[2] - half[2] + 0.01
+        and not np.all((box[:3] < centre) & (centre < box[3:]))
+    ]
+    return others, walls
 
 
 def _surface(point: np.ndarray, top: float, scene: dict[str, Any]) -> float:
