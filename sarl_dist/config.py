@@ -304,18 +304,20 @@ class VLAConfig(_Section):
         0.05, ge=0, description="Skill VLA: std of the noise on its motion commands."
     )
     p_partial: float = Field(
-        0.5,
+        0.2,
         ge=0,
         le=1,
         description="Skill VLA: share of compound prompts that run their first clause.",
     )
     p_zero_shot: float = Field(
-        0.4,
+        0.9,
         ge=0,
         le=1,
         description="Skill VLA: chance (per episode, drawn from the scene) that an untaught "
         "sentence whose first clause it reads (p_partial) is carried on right: a compound's "
-        "remaining clauses once its first shows done, a near-copy read by its own words.",
+        "remaining clauses once its first shows done, a near-copy read by its own words. "
+        "With p_partial 0.2, the sentence alone succeeds in 0.02-0.30 of LIBERO-10's "
+        "evaluation episodes on every task (docs/skill_vla.md).",
     )
 
     @field_validator("addresses")

@@ -94,6 +94,20 @@ def test_compound_sentences_collapse_into_one_skill():
     wrong = hear(task, scene(), p_partial=0.0)
     assert len(wrong) == 1 and wrong[0].moved != wrong[0].target  # one skill, never both
     assert hear(task, scene(), p_partial=0.0) == wrong  # the same misreading every time
+    # a misreading that moves an object the sentence does not name: moving it leaves the
+    # draw alone, so an episode keeps one reading (it is not drawn again)
+    task = "set both the tomato sauce and the alphabet soup in the basket"
+    mug = Predicate("on", ("porcelain_mug_1", "plate_1"))
+    assert hear(task, scene(), p_partial=0.0) == (mug,)
+    readings = set()
+    for i in range(40):
+        where = scene()
+        where["objects"]["plate_2"] = pose(0.1 + 0.013 * i, 0.3, 0.44)  # a new episode
+        reading = hear(task, where, 0.5, 0.5)
+        where["objects"]["porcelain_mug_1"] = pose(0.0, -0.3, 0.47)  # on its plate
+        assert hear(task, where, 0.5, 0.5) == reading
+        readings.add(reading)
+    assert len(readings) == 2  # both readings occur across episodes
 
 
 def test_compound_sentences_split_into_their_clauses():

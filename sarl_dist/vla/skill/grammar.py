@@ -12,8 +12,8 @@
    sentence's first clause done, the sentence is read whole, so its remaining clauses
    are carried out; a near-copy is read by its own words instead of as the taught one.
    The draws of 3 and 4 are hashes of the words, of where the fixtures stand and where
-   the objects the sentence does not name rest (to 1 mm: LIBERO's init states differ
-   there, and the task's own objects moving leave it alone), so a reading is stable
+   the objects no reading of the sentence names rest (to 1 mm: LIBERO's init states
+   differ there, and the objects its readings move leave it alone), so a reading is stable
    within an episode (the VLA keeps no state) and varies across episodes: repeating the
    sentence succeeds in about that share of episodes, not more.
 5. An atomic sentence is parsed into one predicate with the words of words.py. Words for
@@ -261,7 +261,7 @@ def compound_draws(
     whole = whole_goal(text, scene)
     if whole is None:
         return None, False, False
-    named = {a for p in whole for a in p.args}
+    named = _moved(whole, misread(text, scene))
     first = scene_draw(text, scene, named, "reading") < p_partial
     carry = first and len(whole) > 1 and scene_draw(text, scene, named, "carry") < p_zero_shot
     return whole, first, carry
@@ -276,9 +276,16 @@ def own_words(
     literal = parse(text, scene)
     if literal is None:
         return None
-    named = set(literal.args)
+    named = _moved((literal,), lessons(scene.get("scene")).get(recall(text, scene.get("scene"))))
     heard = scene_draw(text, scene, named, "reading") < p_partial
     return literal if heard and scene_draw(text, scene, named, "carry") < p_zero_shot else None
+
+
+def _moved(*readings: Goal | None) -> set[str]:
+    """What the readings of a sentence name: the draws leave these out, so that whichever
+    reading an episode runs, the objects it moves do not change the draw (one reading per
+    episode, not a new draw each time the arm moves something)."""
+    return {a for goal in readings for p in goal or () for a in p.args}
 
 
 def misread(text: str, scene: dict[str, Any]) -> Goal | None:

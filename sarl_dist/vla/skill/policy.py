@@ -37,8 +37,8 @@ class SkillVLA:
         self,
         seed: int = 0,
         action_noise: float = 0.05,
-        p_partial: float = 0.5,
-        p_zero_shot: float = 0.4,
+        p_partial: float = 0.2,
+        p_zero_shot: float = 0.9,
         gain: float = 20.0,
     ) -> None:
         self.action_noise, self.gain = action_noise, gain
