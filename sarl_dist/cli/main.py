@@ -259,10 +259,13 @@ def robot_server(
     except (ConfigError, ValueError, BackendError) as exc:
         _fail(str(exc))
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    def interrupt(signum, frame):  # `kill` stops the arm too, as Ctrl-C does: by way of
+        # SIGINT, which asyncio's runner turns into cancelling the server's task (a
+        # KeyboardInterrupt raised at any point inside the event loop can hang its shutdown)
+        signal.raise_signal(signal.SIGINT)
 
-    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops the arm too, as Ctrl-C does
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with `&`
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         server = RobotServer(robot, safety, host, port, api_key=key)
         logging.info("robot server %s on ws://%s:%d", robot.name, host, port)
