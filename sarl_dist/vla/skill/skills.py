@@ -297,12 +297,12 @@ def _free_spot(
         return [np.hypot(p[0] - x, p[1] - y) - radius - r - 0.01 for x, y, r, _ in others]
 
     def clearance(p: np.ndarray) -> float:
-        hand = (
+        fingers = (
             [] if handle is None else [np.hypot(*(p[:2] + handle - o[:2])) - o[2] for o in others]
         )
         return min(
             gaps(p)
-            + [gap - FINGERS for gap in hand]
+            + [gap - FINGERS for gap in fingers]
             + [
                 np.linalg.norm(np.maximum(np.maximum(box[:2] - p[:2], p[:2] - box[3:5]), 0.0))
                 - radius
@@ -431,8 +431,8 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
         return Motion(np.array([*hand.pos[:2], obj[2] + 0.2]), 1.0, "lift")
     if entry is not None:
         return _insert(pred, hand, obj, entry, scene)
-    drop = drop_zone(pred, scene, hand.pos - obj)
     offset = hand.pos - obj  # carry the object, not the fingers, over the destination
+    drop = drop_zone(pred, scene, offset)
     carry_z = drop.clear + offset[2]
     turn = (
         fit_turn(pred, scene) if not shape(key).radial else clear_turn(drop, hand, obj, key, scene)
