@@ -133,6 +133,41 @@ def test_skill_vla_solves_task_0_with_atomic_prompts_but_not_with_the_task(env):
     assert not env.success()
 
 
+def test_one_forward_per_substep_keeps_the_trajectory(env, monkeypatch):
+    """robosuite's repeated mj_forward on an unchanged state is skipped (OnceForward): a
+    third fewer forwards, the same outcome and end state to solver precision; with
+    `libero.stock_stepping` robosuite steps as shipped."""
+    stock = make_env(tiny_config(*LIBERO, "env.libero.stock_stepping=true"))
+    sim_class = type(env.sim)
+    forward, calls = sim_class.forward, []
+    monkeypatch.setattr(sim_class, "forward", lambda sim: calls.append(1) or forward(sim))
+
+    def trajectory(e) -> tuple[np.ndarray, bool, int]:
+        calls.clear()
+        e.reset(0, init_index=2)
+        done = e.run_prompt(SOUP, ChunkedVLA(SkillVLA(seed=0), 5, 7)).terminated
+        return e.sim.get_state().flatten(), done, len(calls)
+
+    once, once_done, once_calls = trajectory(env)
+    twice, twice_done, twice_calls = trajectory(stock)
+    stock.close()
+    assert once_done == twice_done and np.abs(once - twice).max() < 1e-4
+    assert once_calls < 0.6 * twice_calls
+
+
+def test_an_episode_starts_alike_whatever_the_last_one_left():
+    """robosuite's gripper keeps its command ramp across resets: an episode that ended
+    gripping made the next one's settling differ from a fresh simulator's (by 2 mm)."""
+    e = make_env(tiny_config(*LIBERO))
+    e.reset(0, init_index=2)
+    fresh = e.sim.get_state().flatten()
+    for _ in range(30):
+        e.step(np.array([0.2, 0.0, -0.3, 0, 0, 0, 1.0]))  # ends with the gripper closing
+    e.reset(0, init_index=2)
+    assert np.array_equal(e.sim.get_state().flatten(), fresh)
+    e.close()
+
+
 def test_an_init_index_picks_the_benchmarks_fixed_init_state(env):
     env.reset(123, init_index=3)
     assert env.init_index == 3
@@ -211,7 +246,18 @@ def test_sarl_on_libero_through_the_served_skill_vla(tmp_path):
     summary = run_training(cfg, run, show_progress=False)
     episodes = run.read_jsonl("episodes.jsonl")
     assert summary["episodes"] == 2 and len(episodes) == 2
-    assert all(e["steps"] > 0 and e["vla_seconds"] > 0 for e in episodes)
+    assert all(e["steps"] > 0 and e["seconds"]["vla"] > 0 for e in episodes)
+    for e in episodes:  # the time budget accounts for the whole episode, physics foremost
+        seconds = e["seconds"]
+        assert sum(seconds.values()) == pytest.approx(e["wall_seconds"], rel=1e-6)
+        assert seconds["other"] >= 0 and max(seconds, key=seconds.get) == "physics"
+        assert all(seconds[k] > 0 for k in ("observe", "q", "vlm"))
+    budget = summary["decision_ms"]
+    assert set(budget) == {"physics", "observe", "vla", "q", "vlm", "other"}
+    decisions = sum(e["decisions"] for e in episodes)
+    assert sum(budget.values()) == pytest.approx(
+        1e3 * sum(e["wall_seconds"] for e in episodes) / decisions, rel=0.01
+    )
     assert summary["vlm_calls"] > 0
     videos = sorted(p.name for p in (run.path / "videos").glob("*.mp4"))  # at 0 and at 2
     assert [v[:13] for v in videos] == ["eval-00000-00", "eval-00002-00"]

@@ -42,8 +42,9 @@ class StepResult:
     steps: int  # low-level steps taken
     terminated: bool  # the task succeeded: the episode ends, nothing to bootstrap from
     truncated: bool  # the environment cannot go on (a robot stopped, its time ran out)
-    env_seconds: float  # physics and observation building
+    env_seconds: float  # physics: the environment's steps and success checks
     vla_seconds: float  # inside the VLA policy
+    observe_seconds: float = 0.0  # building the VLA's observations (cameras, state)
 
 
 class Environment(Protocol):

@@ -44,17 +44,25 @@ MOVED = 0.002  # m: an end effector displaced less than this in a decision did n
 def run_prompt(env: Environment, prompt: str, vla: ActionSource) -> StepResult:
     """One semantic step: the VLA under `prompt` for the decision interval, or to success.
     Observations are built only when the VLA asks for one (after its chunk runs out)."""
-    start, vla_before = time.perf_counter(), vla.infer_seconds
+    start, vla_before, observing = time.perf_counter(), vla.infer_seconds, 0.0
     vla.reset()
+
+    def observe() -> dict:
+        nonlocal observing
+        t = time.perf_counter()
+        obs = env.vla_observation(prompt)
+        observing += time.perf_counter() - t
+        return obs
+
     steps = 0
     success = env.success()
     while steps < env.spec.decision_steps and not success and not env.truncated():
-        env.step(vla.next_action(lambda: env.vla_observation(prompt)))
+        env.step(vla.next_action(observe))
         steps += 1
         success = env.success()
     vla_seconds = vla.infer_seconds - vla_before
-    env_seconds = time.perf_counter() - start - vla_seconds
-    return StepResult(steps, success, env.truncated(), env_seconds, vla_seconds)
+    env_seconds = time.perf_counter() - start - vla_seconds - observing
+    return StepResult(steps, success, env.truncated(), env_seconds, vla_seconds, observing)
 
 
 def run_reset(env: Environment) -> StepResult:
@@ -143,8 +151,12 @@ class _Tally:
     success: bool = False
     moved: bool = False
     ended_by: str = "max_decisions"
-    env_seconds: float = 0.0
-    vla_seconds: float = 0.0
+    # The episode's time budget (s): physics (the environment's steps), observe (s' and the
+    # VLA's inputs: cameras, state), vla (its round trips), q (Q(s, .)), vlm (A(s)); the rest
+    # of the wall time (reset, the method, recording, logging) is `other`.
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("physics", "observe", "vla", "q", "vlm"), 0.0)
+    )
 
 
 def run_episode(
@@ -167,7 +179,7 @@ def run_episode(
     if parts.values is not None:
         parts.values.reset()
     obs = env.observe()
-    candidates, q = _prepare(parts, obs, 0, 0, history)
+    candidates, q = _prepare(parts, obs, 0, 0, history, tally)
     horizon = episode.decisions or env.spec.max_decisions
     with recorder or contextlib.nullcontext():
         for t in range(horizon):
@@ -191,13 +203,18 @@ def run_episode(
 
 
 def _prepare(
-    parts: Parts, obs: Observation, t: int, steps: int, history: list
+    parts: Parts, obs: Observation, t: int, steps: int, history: list, tally: _Tally
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A(s) and Q(s, .): the VLM is asked first, the Q forward runs while it answers."""
+    t0 = time.perf_counter()
     pending = parts.candidates.ask(obs, t, steps, tuple(history))
+    t1 = time.perf_counter()
     q = parts.values.values(obs) if parts.values is not None else None
+    t2 = time.perf_counter()
     ids, texts = parts.candidates.collect(pending)
     parts.texts.update(texts)
+    tally.seconds["q"] += t2 - t1
+    tally.seconds["vlm"] += time.perf_counter() - t2 + t1 - t0
     return ids, q
 
 
@@ -236,15 +253,16 @@ def _decide(
     # their last s' is not asked about (a paid VLM call otherwise).
     keep = not episode.greedy and (not done or (tally.success and spec.labelled))
     next_candidates, next_q = (
-        _prepare(parts, next_obs, t + 1, tally.steps, history)
+        _prepare(parts, next_obs, t + 1, tally.steps, history, tally)
         if not last or keep
         else (NO_CANDIDATES, None)
     )
-    tally.env_seconds += result.env_seconds + observe_seconds
-    tally.vla_seconds += result.vla_seconds
+    tally.seconds["physics"] += result.env_seconds
+    tally.seconds["observe"] += observe_seconds + result.observe_seconds
+    tally.seconds["vla"] += result.vla_seconds
     trace.add(obs, next_obs, prompt, float(tally.success), done, next_candidates)
     framework = time.perf_counter() - t0 - result.env_seconds - result.vla_seconds
-    trace.overhead_ms.append(1e3 * (framework - observe_seconds))
+    trace.overhead_ms.append(1e3 * (framework - observe_seconds - result.observe_seconds))
     if tally.success or result.truncated:
         tally.ended_by = "success" if tally.success else "truncated"
     return next_obs, next_candidates, next_q, last
@@ -269,8 +287,7 @@ def _summary(parts: Parts, episode: Episode, trace: Trace, tally: _Tally, start:
         # returning an episode and starting its next (summary: worker_wait_ms_*).
         "started_at": start,
         "ended_at": end,
-        "env_seconds": tally.env_seconds,
-        "vla_seconds": tally.vla_seconds,
+        "seconds": tally.seconds | {"other": end - start - sum(tally.seconds.values())},
         "policy_versions": trace.versions,
         "staleness_updates": trace.staleness,
         "overhead_ms": trace.overhead_ms,

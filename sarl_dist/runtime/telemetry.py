@@ -30,6 +30,7 @@ class Telemetry:
         self.every = 0.0 if attended else LIVE_STATS_EVERY_S
         self.overhead: list[float] = []
         self.staleness: list[int] = []
+        self.seconds: Counter[str] = Counter()  # the training episodes' time budgets, summed
         self.vla_timing: list[dict] = []  # each episode's, where a policy server reported it
         self.decisions = 0  # in this process (the rate; the run's total is the driver's)
         self._decision_rate, self._update_rate = Rate(), Rate()
@@ -65,6 +66,7 @@ class Telemetry:
         self.answered_locally(summary)
         self.overhead += summary["overhead_ms"]
         self.staleness += summary["staleness_updates"]
+        self.seconds.update(summary["seconds"])
         self.decisions += summary["decisions"]
         now = time.monotonic()
         fresh = self._live is None or now - self._live[0] >= self.every
@@ -117,12 +119,15 @@ class Telemetry:
         self.progress.evaluation(record)
 
     def timing(self, worker_wait: list[float]) -> dict:
-        """The summary's per-decision figures: framework overhead, policy staleness, and how
-        long workers waited for the driver between episodes."""
+        """The summary's per-decision figures: where a worker's time went (core.rollout's
+        budget), framework overhead, policy staleness, and how long workers waited for the
+        driver between episodes."""
         overhead = np.asarray(self.overhead or [float("nan")])
         staleness = np.asarray(self.staleness or [0])
         wait_ms = 1e3 * np.asarray(worker_wait)
+        per = 1e3 / max(self.decisions, 1)
         return {
+            "decision_ms": {item: round(s * per, 2) for item, s in self.seconds.items()},
             "overhead_ms_p50": float(np.nanpercentile(overhead, 50)),
             "overhead_ms_p95": float(np.nanpercentile(overhead, 95)),
             "staleness_updates_p50": float(np.percentile(staleness, 50)),
