@@ -46,7 +46,7 @@ from overhead import bench_config  # a sibling script: benchmarks/ is on sys.pat
 from sarl_dist.envs import make_env
 from sarl_dist.report.bench import emit
 from sarl_dist.runtime.driver import run_training
-from sarl_dist.runtime.learner import Learner
+from sarl_dist.runtime.learner import Learner, LearnerSetup
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService
 from sarl_dist.runtime.worker import EnvWorker
@@ -115,7 +115,9 @@ def main() -> None:
         env = make_env(cfg)
         vlm = ray.remote(VLMService).remote(cfg, env.spec.task)
         learner = ray.remote(Learner).options(max_concurrency=8)
-        learner = learner.remote(cfg, cfg.cache.capacity, None, str(Path(tmp) / "log"))
+        learner = learner.remote(
+            LearnerSetup.of(cfg), cfg.cache.capacity, None, str(Path(tmp) / "log")
+        )
         scenes = []
         for seed in range(64):
             env.reset(seed)

@@ -5,7 +5,7 @@ import numpy as np
 
 from sarl_dist.runtime.episode_log import EpisodeLog
 from sarl_dist.runtime.faults import Faults
-from sarl_dist.runtime.learner import Learner
+from sarl_dist.runtime.learner import Learner, LearnerSetup
 from sarl_dist.testing import make_batch, tiny_config
 
 
@@ -17,7 +17,7 @@ def _episode(n: int, state: int):
 
 def test_a_group_is_one_log_entry_and_a_restart_restores_every_episode_once(tmp_path):
     cfg, log = tiny_config("learner.updates_per_step=0"), tmp_path / "log"
-    learner = Learner(cfg, 32, str(tmp_path / "checkpoints"), str(log))
+    learner = Learner(LearnerSetup.of(cfg), 32, str(tmp_path / "checkpoints"), str(log))
     assert (
         learner.add_episodes([1, 2, 3], _episode(2, 0), _episode(3, 10), _episode(4, 20))
         == [True] * 3
@@ -25,7 +25,7 @@ def test_a_group_is_one_log_entry_and_a_restart_restores_every_episode_once(tmp_
     assert learner.add_episodes([3, 4], _episode(1, 30), _episode(5, 40)) == [False, True]
     assert learner.add_episode(4, _episode(5, 40)) is False
     assert len(list(log.iterdir())) == 2  # one write per group
-    again = Learner(cfg, 32, str(tmp_path / "checkpoints"), str(log))
+    again = Learner(LearnerSetup.of(cfg), 32, str(tmp_path / "checkpoints"), str(log))
     assert again.restored == {"checkpoint": None, "episodes_replayed": 4}
     assert again.stats()["episodes_committed"] == 4 and again.replay.added == 14
     logged = list(EpisodeLog(log).read(5))  # from the 3rd episode (transitions 5..8) on

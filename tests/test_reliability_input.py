@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sarl_dist.cli.main import app
 from sarl_dist.core.prompt_cache import MAX_PROMPT_CHARS
 from sarl_dist.runtime import checkpoint as ckpt
-from sarl_dist.runtime.learner import AGENT_FILE, REPLAY_FILE, Learner
+from sarl_dist.runtime.learner import AGENT_FILE, REPLAY_FILE, Learner, LearnerSetup
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService
 from sarl_dist.testing import FakeReply, FakeVLMServer, run_sarl, scripted, tiny_config
@@ -80,20 +80,20 @@ def test_a_resealed_checkpoint_with_a_pickle_or_a_truncated_replay_is_refused(tm
     cfg = tiny_config()
     directory = tmp_path / "checkpoints" / "ep-0000004"
     directory.mkdir(parents=True)
-    Learner(cfg, 32).save(str(directory))
+    Learner(LearnerSetup.of(cfg), 32).save(str(directory))
     good = (directory / REPLAY_FILE).read_bytes()
     buf = io.BytesIO()
     torch.save({"q": Exploit()}, buf)
     (directory / AGENT_FILE).write_bytes(buf.getvalue())
     ckpt.seal(directory, {"episodes": 4})
     with pytest.raises(ckpt.CheckpointError, match="cannot be loaded: UnpicklingError"):
-        Learner(cfg, 32, checkpoints=str(directory.parent))
+        Learner(LearnerSetup.of(cfg), 32, checkpoints=str(directory.parent))
     assert not marker.exists()
-    Learner(cfg, 32).save(str(directory))
+    Learner(LearnerSetup.of(cfg), 32).save(str(directory))
     (directory / REPLAY_FILE).write_bytes(good[: len(good) // 2])
     ckpt.seal(directory, {"episodes": 4})
     with pytest.raises(ckpt.CheckpointError, match="cannot be loaded"):
-        Learner(cfg, 32, checkpoints=str(directory.parent))
+        Learner(LearnerSetup.of(cfg), 32, checkpoints=str(directory.parent))
 
 
 def test_unusable_prompts_in_a_vlm_answer_are_rejected_not_cached(monkeypatch, caplog):

@@ -11,7 +11,7 @@ import ray
 from sarl_dist.core.prompt_cache import PromptCache
 from sarl_dist.envs import env_spec
 from sarl_dist.runtime.driver import run_training
-from sarl_dist.runtime.learner import Learner
+from sarl_dist.runtime.learner import Learner, LearnerSetup
 from sarl_dist.runtime.rundir import RunDir
 from sarl_dist.runtime.vlm_service import VLMService
 from sarl_dist.runtime.worker import EnvWorker
@@ -34,7 +34,9 @@ def _episode_batch(n=3):
 
 
 def test_an_episode_reaches_replay_once():
-    learner = ray.remote(Learner).options(max_concurrency=8).remote(tiny_config(), 32)
+    learner = (
+        ray.remote(Learner).options(max_concurrency=8).remote(LearnerSetup.of(tiny_config()), 32)
+    )
     assert ray.get(learner.add_episode.remote(7, _episode_batch()))
     assert not ray.get(learner.add_episode.remote(7, _episode_batch()))  # a retry is ignored
     stats = ray.get(learner.wait_idle.remote())
@@ -44,7 +46,7 @@ def test_an_episode_reaches_replay_once():
 
 def test_workers_act_with_the_newest_published_weights():
     cfg = tiny_config("runtime.num_workers=1", "learner.warmup=0")
-    learner = ray.remote(Learner).options(max_concurrency=8).remote(cfg, 32)
+    learner = ray.remote(Learner).options(max_concurrency=8).remote(LearnerSetup.of(cfg), 32)
     vlm = ray.remote(VLMService).remote(cfg, env_spec(cfg).task)
     worker = ray.remote(EnvWorker).remote(cfg, 0, learner, vlm, ray.get(vlm.prompt_texts.remote()))
     versions = []
@@ -134,7 +136,7 @@ def test_a_slow_publication_never_overwrites_a_newer_one(monkeypatch):
     # newest weights must still be the ones published in the end.
     import threading
 
-    learner = Learner(tiny_config(), 8)
+    learner = Learner(LearnerSetup.of(tiny_config()), 8)
     put, second_done, calls = ray.put, threading.Event(), []
 
     def slow_put(value):

@@ -7,14 +7,14 @@ import numpy as np
 
 from sarl_dist.core.agent import build_q
 from sarl_dist.runtime import compute, worker
-from sarl_dist.runtime.learner import Learner
+from sarl_dist.runtime.learner import Learner, LearnerSetup
 from sarl_dist.runtime.worker import POLL_EVERY_S, LearnerWeights
 from sarl_dist.testing import image_of, tiny_config
 
 
 def test_an_episode_polls_afresh_then_at_most_every_poll_interval(monkeypatch):
     cfg = tiny_config("learner.updates_per_step=0")
-    learner = Learner(cfg, cfg.cache.capacity)
+    learner = Learner(LearnerSetup.of(cfg), cfg.cache.capacity)
     weights = LearnerWeights(compute.LocalActor(learner), build_q(cfg.cache.capacity, cfg.q))
     clock = [100.0]
     monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])

@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sarl_dist.config import Config
 from sarl_dist.runtime import compute
-from sarl_dist.runtime.learner import Learner
+from sarl_dist.runtime.learner import Learner, LearnerSetup
 from sarl_dist.runtime.vla_server import VLAServer
 from sarl_dist.runtime.vlm_service import VLMService
 from sarl_dist.runtime.worker import EnvWorker
@@ -155,7 +155,13 @@ class RunActors:
         )
         self.learner = self._spawn(
             Learner, 0, rt.learner_cpus, learner_gpus(cfg), max_concurrency=8, **durable
-        )(cfg, cfg.cache.capacity, str(checkpoints), str(episode_log), self.run_name)
+        )(
+            LearnerSetup.of(cfg),
+            cfg.cache.capacity,
+            str(checkpoints),
+            str(episode_log),
+            self.run_name,
+        )
         self.vlm = self._spawn(VLMService, 1, rt.vlm_cpus, **durable)(
             cfg, task, cache_state, responses, str(cache_file), self.run_name
         )

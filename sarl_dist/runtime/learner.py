@@ -25,13 +25,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import ray
 import torch
 
-from sarl_dist.config import Config
+from sarl_dist.config import Config, FaultsConfig, LearnerConfig, QConfig
 from sarl_dist.core.agent import SARLAgent
 from sarl_dist.core.qnet import weights_to_numpy
 from sarl_dist.core.replay import Batch, ReplayBuffer
@@ -44,24 +45,45 @@ from sarl_dist.runtime.metrics import RunMetrics
 AGENT_FILE, REPLAY_FILE, LEARNER_FILE = "agent.pt", "replay.npz", "learner.json"
 
 
+@dataclass(frozen=True)
+class LearnerSetup:
+    """What the Learner reads of a run's config: its own and the Q-network's sections, the
+    discount, the seed, whether the method learns at all, its threads, injected faults."""
+
+    learner: LearnerConfig
+    q: QConfig
+    faults: FaultsConfig
+    gamma: float
+    seed: int
+    learns: bool
+    threads: int
+
+    @classmethod
+    def of(cls, cfg: Config) -> LearnerSetup:
+        return cls(
+            cfg.learner, cfg.q, cfg.faults, cfg.gamma, cfg.seed, cfg.learns,
+            cfg.runtime.learner_threads,
+        )  # fmt: skip
+
+
 class Learner:
     def __init__(
         self,
-        cfg: Config,
+        setup: LearnerSetup,
         num_prompts: int,
         checkpoints: str | None = None,
         episode_log: str | None = None,
         run_name: str = "local",
     ) -> None:
-        torch.set_num_threads(cfg.runtime.learner_threads)
-        self.cfg = cfg
+        torch.set_num_threads(setup.threads)
+        self.setup, lcfg = setup, setup.learner
         self.metrics = RunMetrics(run_name)
-        self.faults = Faults(cfg.faults, cfg.seed)
+        self.faults = Faults(setup.faults, setup.seed)
         self._checkpoints = Path(checkpoints) if checkpoints else None
         self.log = EpisodeLog(episode_log) if episode_log else None
-        self.agent = SARLAgent(num_prompts, cfg.q, cfg.learner, cfg.gamma, cfg.seed)
-        self.replay = ReplayBuffer(cfg.learner.replay_capacity, num_prompts)
-        self._rng = np.random.default_rng([cfg.seed, 17])
+        self.agent = SARLAgent(num_prompts, setup.q, lcfg, setup.gamma, setup.seed)
+        self.replay = ReplayBuffer(lcfg.replay_capacity, num_prompts)
+        self._rng = np.random.default_rng([setup.seed, 17])
         self._committed: set[int] = set()
         self._budget = 0.0
         self._busy = False
@@ -76,7 +98,7 @@ class Learner:
         self.restored = self._restore()
         self._publish()
         self._thread = threading.Thread(target=self._train_loop, name="learner", daemon=True)
-        if cfg.learns:
+        if setup.learns:
             self._thread.start()
 
     def add_episode(self, episode_id: int, batch: Batch) -> bool:
@@ -103,9 +125,9 @@ class Learner:
         self.replay.add(batch)
         self._committed.add(episode_id)
         self.metrics.replay_size.set(len(self.replay))
-        if self.cfg.learns:
-            eligible = self.replay.added - max(before, self.cfg.learner.warmup)
-            self._budget += max(0, eligible) * self.cfg.learner.updates_per_step
+        if self.setup.learns:
+            eligible = self.replay.added - max(before, self.setup.learner.warmup)
+            self._budget += max(0, eligible) * self.setup.learner.updates_per_step
         self._cv.notify_all()
 
     def poll(self, held: str | None) -> tuple[int, int, int, list[ray.ObjectRef] | None]:
@@ -204,7 +226,7 @@ class Learner:
             self._published = (self._version, updates, compute.put(weights))
 
     def _train_loop(self) -> None:
-        lcfg = self.cfg.learner
+        lcfg = self.setup.learner
         while True:
             with self._cv:
                 self._cv.wait_for(lambda: self._stop or self._budget >= 1)
