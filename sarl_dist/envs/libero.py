@@ -145,7 +145,8 @@ class OnceForward:
         return np.concatenate([[self.sim.data.time], *(a.ravel() for a in self._inputs)])
 
     def _forward(self) -> None:
-        if self._last is None or not np.array_equal(self._state(), self._last):
+        last = self._last  # after an mj_step the time alone tells: no copy of the state
+        if last is None or self.sim.data.time != last[0] or not np.array_equal(self._state(), last):
             type(self.sim).forward(self.sim)  # normalises quaternions in qpos: read after
             self._last = self._state()
 
