@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from sarl_dist.config import load_config
-from sarl_dist.envs import make_env, oracle_prompts
+from sarl_dist.envs import atomic_prompts, make_env
 from sarl_dist.envs.libero import NOOP
 from sarl_dist.report.bench import emit
 from sarl_dist.runtime.probe import vla_for
@@ -87,7 +87,7 @@ def replay_rows(tasks: list[int], inits: int, actions: dict | None, perturb: flo
     for task in tasks:
         cfg = load_config(CONFIG, [f"env.task={task}"])
         env = make_env(cfg)
-        prompts = oracle_prompts(cfg)
+        prompts = atomic_prompts(cfg)
         with vla_for(cfg, cfg.seed, env.spec.action_dim) as vla:
             for i in range(inits):
                 _reset(env, i)
@@ -101,7 +101,7 @@ def replay_rows(tasks: list[int], inits: int, actions: dict | None, perturb: flo
 
                 env.step = recording
                 for prompt in prompts:
-                    if env.run_prompt(prompt, vla).success:
+                    if env.run_prompt(prompt, vla).terminated:
                         break
                 env.step = step
                 closed_success, closed_poses = env.success(), _poses(env)
