@@ -247,11 +247,11 @@ def test_sarl_on_libero_through_the_served_skill_vla(tmp_path):
     episodes = run.read_jsonl("episodes.jsonl")
     assert summary["episodes"] == 2 and len(episodes) == 2
     assert all(e["steps"] > 0 and e["seconds"]["vla"] > 0 for e in episodes)
-    for e in episodes:  # the time budget accounts for the whole episode, physics foremost
-        seconds = e["seconds"]
+    for e in episodes:  # the time budget accounts for the whole episode, every item timed
+        seconds = e["seconds"]  # (which item is largest is benchmarks/libero_budget.py's)
         assert sum(seconds.values()) == pytest.approx(e["wall_seconds"], rel=1e-6)
-        assert seconds["other"] >= 0 and max(seconds, key=seconds.get) == "physics"
-        assert all(seconds[k] > 0 for k in ("observe", "q", "vlm"))
+        assert seconds["other"] >= 0
+        assert all(seconds[k] > 0 for k in ("physics", "observe", "q", "vlm"))
     budget = summary["decision_ms"]
     assert set(budget) == {"physics", "observe", "vla", "q", "vlm", "other"}
     decisions = sum(e["decisions"] for e in episodes)
