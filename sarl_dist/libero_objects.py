@@ -91,7 +91,7 @@ SHAPES: dict[str, Shape] = {
     "red_coffee_mug": Shape(0.0, 0.131, 0.11, wall=-0.045, radius=0.06),
     "black_book": Shape(0.0, 0.137, 0.1, yaw=HALF_PI, middle=(0.0, -0.012), radius=0.055),
     "yellow_book": Shape(0.0, 0.124, 0.09, yaw=HALF_PI, radius=0.05),
-    "wine_bottle": Shape(0.0, 0.158, 0.1),
+    "wine_bottle": Shape(0.0, 0.158, 0.135),
     "moka_pot": Shape(0.066, 0.086, 0.04, yaw=-HALF_PI, handle=(0.0, 0.072), radius=0.05),
     "chefmate_8_frypan": Shape(0.0, 0.059, 0.04, yaw=0.0, handle=(0.18, 0.0), radius=0.1),
     "glazed_rim_porcelain_ramekin": Shape(0.0, 0.043, 0.035, wall=-0.04),

@@ -23,10 +23,14 @@ from sarl_dist.vla.skill.grammar import clauses, parse, recall
 from sarl_dist.vla.skill.skills import (
     FINGERS,
     ON_MARGIN,
+    WRIST_MAX,
     Hand,
     Motion,
+    carry,
     drop_zone,
     fit_turn,
+    turn_knob,
+    wrist_angle,
 )
 
 SOUP = "pick up the alphabet soup and put it in the basket"
@@ -204,6 +208,10 @@ def test_a_held_book_is_turned_to_fit_a_narrow_compartment():
         assert np.sin(book_yaw + turn) == pytest.approx(0.0, abs=1e-5)  # thin side along x
 
 
+def wrap_pi(angle: float) -> float:
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
 def yaw_of(rotation: np.ndarray) -> float:
     return float(np.arctan2(rotation[1, 0], rotation[0, 0]))
 
@@ -220,6 +228,41 @@ def test_the_hand_turns_only_as_far_as_the_wrist_can():
     free = Hand(np.zeros(3), down_quat(0.0), 0.08, 0.0)  # at home: the nearer of the two
     near = Motion(np.zeros(3), -1.0, "approach", yaw=2.5)
     assert yaw_of(near.orientation(free)) == pytest.approx(2.5 - np.pi)
+
+
+def test_a_dial_is_pinched_the_way_that_leaves_the_wrist_room_to_turn_it():
+    """The ridge can be pinched two ways a half turn apart; turning the dial on or off
+    then turns the wrist one way by about a radian. Pinched the other way near the joint
+    limit, the hand holding the dial turned back (LIBERO-90's "turn off the stove", 7/10)."""
+    home = Hand(np.array([0.0, 0.0, 1.2]), down_quat(0.0), 0.08, 0.0)
+    for ridge in np.linspace(-np.pi, np.pi, 13):
+        dial = np.array([0.0, 0.0, 0.0, 0.9, 0, 0, np.sin(ridge / 2), np.cos(ridge / 2)])
+        where = {"objects": {}, "joints": {"flat_stove_1_button": dial}}
+        for name, sign in (("turnon", 1.0), ("turnoff", -1.0)):
+            approach = turn_knob(Predicate(name, ("flat_stove_1",)), home, where)
+            yaw = yaw_of(approach.orientation(home))
+            assert np.sin(2 * (yaw - ridge - np.pi / 2)) == pytest.approx(0, abs=1e-6)
+            assert abs(wrist_angle(yaw) - sign * 1.0) < WRIST_MAX  # room to turn it
+
+
+def test_a_mug_set_beside_the_caddy_is_turned_so_the_hand_misses_the_caddy():
+    """A mug is held by its wall, the hand's 20 cm long side across it: set down beside
+    the caddy that side lay over the caddy's wall and the hand stalled on it."""
+    region = "study_table_desk_caddy_right_region"
+    where = {
+        "objects": {"red_coffee_mug_1": pose(-0.38, 0.15, 0.99)},  # held over the spot
+        "sites": {region: np.array([-0.40, 0.15, 0.867])},
+        "site_extents": {region: np.array([0.05, 0.05, 0.007])},
+        "fixtures": {"desk_caddy_1_main": np.array([-0.466, -0.359, 0.888, -0.315, 0.075, 1.055])},
+        "base": np.array([-0.75, 0.0, 0.912]),
+    }
+    mug = shape("red_coffee_mug_1")
+    held = np.array([-0.38, 0.15 + mug.wall, 0.99 + mug.grasp])  # the wall toward the caddy
+    hand = Hand(held, down_quat(0.0), 0.06, 0.0)
+    motion = carry(Predicate("on", ("red_coffee_mug_1", region)), hand, where)
+    assert motion.phase in ("turn", "lower")
+    turned = wrap_pi(motion.yaw - hand.yaw)
+    assert abs(turned) > 0.5  # the hand's long side turned off the caddy
 
 
 def test_a_second_can_goes_where_the_basket_has_room_and_stays_there():

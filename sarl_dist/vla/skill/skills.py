@@ -69,6 +69,7 @@ class Motion:
     roll: float = 0.0  # then turned about their own axis
     width: float | None = None  # a finger gap to shape and hold instead of `grip`
     lean: tuple[float, float] = (0.0, 0.0)  # the whole hand tipped toward this, by its length
+    flip: bool = True  # False: this yaw exactly, not the half turn equivalent to it
 
     def orientation(self, hand: Hand) -> np.ndarray:
         """The hand's target rotation: of the two the symmetric gripper makes equivalent
@@ -76,7 +77,7 @@ class Motion:
         wrist can turn to without passing its joint limit."""
         yaw = hand.yaw if self.yaw is None else self.yaw
         options = sorted(
-            [(yaw, self.tilt), (yaw + np.pi, -self.tilt)],
+            [(yaw, self.tilt), (yaw + np.pi, -self.tilt)][: 2 if self.flip else 1],
             key=lambda o: np.linalg.norm(orientation_error(self._rotation(*o), hand.quat)),
         )
         now = wrist_angle(hand.yaw)
@@ -434,9 +435,8 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     offset = hand.pos - obj  # carry the object, not the fingers, over the destination
     drop = drop_zone(pred, scene, offset)
     carry_z = drop.clear + offset[2]
-    turn = (
-        fit_turn(pred, scene) if not shape(key).radial else clear_turn(drop, hand, obj, key, scene)
-    )
+    rim = shape(key).radial or shape(key).wall != 0.0  # held by its wall: turns about it
+    turn = clear_turn(drop, hand, obj, key, scene) if rim else fit_turn(pred, scene)
     xy_to_dest = np.linalg.norm((obj - drop.point)[:2])
     over = np.array([drop.point[0] + offset[0], drop.point[1] + offset[1]])
     if xy_to_dest > 0.05:  # far: carry it over, never lower on the way (a stretched arm cannot)
@@ -492,8 +492,9 @@ def _insert(
 
 
 def clear_turn(drop: Drop, hand: Hand, obj: np.ndarray, key: str, scene: dict[str, Any]) -> float:
-    """Hand rotation, for a round object held by its rim, that leaves the hand clear of
-    what stands around the destination when it lets go (not over a cabinet's face)."""
+    """Hand rotation, for an object held by its wall or rim (a bowl, a mug), that leaves
+    the hand clear of what stands around the destination when it lets go (not over a
+    cabinet's face, not against the caddy a mug is set beside)."""
     offset = (hand.pos - obj)[:2]
     for turn in (0.0, np.pi / 4, -np.pi / 4, np.pi / 2, -np.pi / 2, 0.75 * np.pi, -0.75 * np.pi):
         c, s = np.cos(turn), np.sin(turn)
@@ -530,27 +531,34 @@ def turn_knob(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     The fingers close across the ridge (it lies along the dial's y axis); holding it, the
     hand's yaw is driven a little past the ridge's, in the direction that turns the
     dial on (counter-clockwise from above) or off, until LIBERO's threshold is passed.
+    Of the two equivalent ways to pinch the ridge, the one that leaves the wrist most room
+    to turn that way: near its joint limit, the hand holding the dial turned back.
     """
     knob = part(part_of(pred.target, scene), scene)
     ridge = float(np.arctan2(knob.rot[1, 1], knob.rot[0, 1]))  # the part's y axis, in world
-    grip_yaw = wrap(ridge)  # hand x along the ridge: the fingers close across it
+    sign = 1.0 if pred.name == "turnon" else -1.0
+
+    def room(yaw: float) -> float:  # the hand turning by +yaw turns the wrist by -yaw
+        q = wrist_angle(wrap(yaw, 2 * np.pi))
+        return WRIST_MAX + sign * q if abs(q) <= WRIST_MAX else -np.inf
+
+    grip_yaw = max((wrap(ridge), wrap(ridge) + np.pi), key=room)
     safe_z = knob.handle[2] + 0.12
     close_to = np.linalg.norm((knob.handle - hand.pos)[:2]) < 0.012
     low = hand.pos[2] < knob.handle[2] + 0.03
     if hand.closed and low and close_to:
         if not hand.settled:
             return Motion(hand.pos.copy(), 1.0, "pinch")
-        sign = 1.0 if pred.name == "turnon" else -1.0
-        return Motion(knob.handle.copy(), 1.0, "turn", hand.yaw + sign * 0.5)
+        return Motion(knob.handle.copy(), 1.0, "turn", hand.yaw + sign * 0.5, flip=False)
     if hand.closed:
         return Motion(np.array([*hand.pos[:2], max(hand.pos[2], safe_z)]), -1.0, "release")
-    aligned = abs(wrap(hand.yaw - grip_yaw)) < 0.1
+    aligned = abs(wrap(hand.yaw - grip_yaw, 2 * np.pi)) < 0.1
     if not close_to or not aligned:
         height = safe_z if not close_to else max(hand.pos[2], knob.handle[2] + 0.04)
-        return Motion(np.array([*knob.handle[:2], height]), -1.0, "approach", grip_yaw)
+        return Motion(np.array([*knob.handle[:2], height]), -1.0, "approach", grip_yaw, flip=False)
     if hand.pos[2] > knob.handle[2] + 0.005:
-        return Motion(knob.handle.copy(), -1.0, "descend", grip_yaw)
-    return Motion(hand.pos.copy(), 1.0, "pinch", grip_yaw)
+        return Motion(knob.handle.copy(), -1.0, "descend", grip_yaw, flip=False)
+    return Motion(hand.pos.copy(), 1.0, "pinch", grip_yaw, flip=False)
 
 
 # ---------------------------------------------------------------- Open / Close
