@@ -28,6 +28,7 @@ from sarl_dist.vla.skill.skills import (
     Motion,
     carry,
     drop_zone,
+    finish,
     fit_turn,
     turn_knob,
     wrist_angle,
@@ -263,6 +264,19 @@ def test_a_mug_set_beside_the_caddy_is_turned_so_the_hand_misses_the_caddy():
     assert motion.phase in ("turn", "lower")
     turned = wrap_pi(motion.yaw - hand.yaw)
     assert abs(turned) > 0.5  # the hand's long side turned off the caddy
+
+
+def test_a_finished_skill_opens_the_fingers_before_the_hand_rises():
+    """Rising while the fingers still closed on a mug's wall dragged it over (LIBERO-10
+    task 4's first mug: 0.80 of 20 init states in process, 1.00 once it waits)."""
+    where = scene()
+    for width in (0.006, 0.04):  # closed on a mug's wall, opening
+        closing = Hand(np.array([0.0, -0.3, 0.55]), down_quat(0.0), width, 0.3)
+        motion = finish(closing, where)
+        assert motion.grip == -1.0 and np.allclose(motion.target, closing.pos)
+    opened = Hand(np.array([0.0, -0.3, 0.55]), down_quat(0.0), 0.079, 0.0)
+    motion = finish(opened, where)
+    assert motion.grip == -1.0 and motion.target[2] > 0.55  # then up, clear of everything
 
 
 def test_a_second_can_goes_where_the_basket_has_room_and_stays_there():

@@ -112,7 +112,10 @@ def hold(hand: Hand, phase: str = "idle") -> Motion:
 
 
 def retreat(hand: Hand, height: float) -> Motion:
-    """Let go and rise: what a finished skill does."""
+    """Let go and rise: what a finished skill does. The fingers open before the hand
+    rises: rising while they still close on a mug's wall dragged the mug over."""
+    if hand.closed:
+        return Motion(hand.pos.copy(), -1.0, "release")
     return Motion(np.array([hand.pos[0], hand.pos[1], max(hand.pos[2], height)]), -1.0, "done")
 
 
