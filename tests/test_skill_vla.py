@@ -22,7 +22,11 @@ from sarl_dist.vla.skill.goal import Predicate, exists, holds, next_unmet
 from sarl_dist.vla.skill.grammar import clauses, parse, recall
 from sarl_dist.vla.skill.skills import (
     FINGERS,
+    FOLD,
     ON_MARGIN,
+    REACH,
+    SHOULDER,
+    WRIST,
     WRIST_MAX,
     Hand,
     Motion,
@@ -30,6 +34,7 @@ from sarl_dist.vla.skill.skills import (
     drop_zone,
     finish,
     fit_turn,
+    reach_lean,
     turn_knob,
     wrist_angle,
 )
@@ -244,6 +249,33 @@ def test_a_dial_is_pinched_the_way_that_leaves_the_wrist_room_to_turn_it():
             yaw = yaw_of(approach.orientation(home))
             assert np.sin(2 * (yaw - ridge - np.pi / 2)) == pytest.approx(0, abs=1e-6)
             assert abs(wrist_angle(yaw) - sign * 1.0) < WRIST_MAX  # room to turn it
+
+
+def test_a_dial_by_the_base_is_reached_with_the_fingers_tipped_toward_the_robot():
+    """Far from the base the fingers tip away from the robot (the arm stays bent); a dial
+    close to it (libero_goal's stove, 0.10 before) is reached tipped toward the robot, so
+    the elbow stays off its limit; a carried object is not tipped there (a book held by
+    its top edge swings); in between, straight down."""
+    base = np.array([-0.66, 0.0, 0.912])
+    where = {"base": base}
+    shoulder = base + np.array([0.0, 0.0, SHOULDER])
+
+    def wrist(point: np.ndarray, lean: tuple[float, float]) -> float:
+        angle = float(np.hypot(*lean))
+        toward = np.asarray(lean) / angle if angle else np.zeros(2)
+        tip = np.array([-np.sin(angle) * toward[0], -np.sin(angle) * toward[1], np.cos(angle)])
+        return float(np.linalg.norm(point + WRIST * tip - shoulder))
+
+    dial = np.array([-0.404, 0.202, 0.935])
+    lean = reach_lean(dial, where, near=True)
+    away = (dial - base)[:2] / np.linalg.norm((dial - base)[:2])
+    assert np.dot(lean, away) < 0.0  # toward the robot
+    assert wrist(dial, lean) >= FOLD > wrist(dial, (0.0, 0.0))
+    assert reach_lean(dial, where) == pytest.approx((0.0, 0.0))
+    middle = np.array([-0.19, 0.2, 0.935])  # LIBERO-90's and LIBERO-10's stove dials
+    assert reach_lean(middle, where, near=True) == pytest.approx((0.0, 0.0))
+    far = np.array([0.15, 0.0, 0.95])
+    assert reach_lean(far, where)[0] > 0.0 and wrist(far, reach_lean(far, where)) < REACH
 
 
 def test_a_mug_set_beside_the_caddy_is_turned_so_the_hand_misses_the_caddy():

@@ -25,6 +25,7 @@ TIP_DROP = 0.012  # the fingertips sit this far below robot0_eef_pos (measured)
 SHOULDER = 0.333  # the Panda's shoulder joint above its base
 WRIST = 0.21  # its wrist above the end effector of a hand pointing down
 REACH = 0.74  # shoulder to wrist from which the arm nears full stretch (0.80 stalls OSC)
+FOLD = 0.40  # shoulder to wrist below which the elbow nears its limit (0.37 stalls there)
 NEAR_SIDE = 0.6  # a round rim this far from the robot is best pinched on its near side
 PRESHAPE = 0.045  # finger gap for pinching a handle bar between fingers above and below it
 PUSH_TILT = 0.5  # fingers tipped toward what they push, the wrist kept back (rad)
@@ -119,11 +120,14 @@ def retreat(hand: Hand, height: float) -> Motion:
     return Motion(np.array([hand.pos[0], hand.pos[1], max(hand.pos[2], height)]), -1.0, "done")
 
 
-def reach_lean(point: np.ndarray, scene: dict[str, Any]) -> tuple[float, float]:
-    """Tip the hand away from the robot where `point` is near the edge of its reach.
+def reach_lean(point: np.ndarray, scene: dict[str, Any], near: bool = False) -> tuple[float, float]:
+    """Tip the hand where `point` is near the edge of the arm's reach.
 
     A stretched arm is singular: OSC stalls there, or swings up when asked to pull back.
-    Fingers tipped away from the robot keep the wrist back and the elbow bent.
+    Fingers tipped away from the robot keep the wrist back and the elbow bent. `near`:
+    close to the base the elbow folds to its limit before the hand is down (libero_goal's
+    stove dial), and fingers tipped toward the robot keep the wrist out. Not for carried
+    objects: a book held by its top edge then swings (the caddy's back compartment).
     """
     base = np.asarray(scene.get("base", point), dtype=np.float64)
     away = (point - base)[:2]
@@ -131,12 +135,15 @@ def reach_lean(point: np.ndarray, scene: dict[str, Any]) -> tuple[float, float]:
         return (0.0, 0.0)
     away = away / np.linalg.norm(away)
     shoulder = base + np.array([0.0, 0.0, SHOULDER])
-    for angle in (0.0, 0.2, 0.35, 0.5):
-        wrist = point + WRIST * np.array(
-            [-np.sin(angle) * away[0], -np.sin(angle) * away[1], np.cos(angle)]
-        )
-        if np.linalg.norm(wrist - shoulder) < REACH:
-            break
+
+    def wrist(angle: float) -> float:  # shoulder to wrist, the fingers tipped by `angle`
+        tip = np.array([-np.sin(angle) * away[0], -np.sin(angle) * away[1], np.cos(angle)])
+        return float(np.linalg.norm(point + WRIST * tip - shoulder))
+
+    if near and wrist(0.0) < FOLD:
+        angle = next((-a for a in (0.2, 0.35, 0.5) if wrist(-a) >= FOLD), -0.5)
+    else:
+        angle = next((a for a in (0.0, 0.2, 0.35, 0.5) if wrist(a) < REACH), 0.5)
     return (angle * away[0], angle * away[1])
 
 
@@ -535,8 +542,14 @@ def turn_knob(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     hand's yaw is driven a little past the ridge's, in the direction that turns the
     dial on (counter-clockwise from above) or off, until LIBERO's threshold is passed.
     Of the two equivalent ways to pinch the ridge, the one that leaves the wrist most room
-    to turn that way: near its joint limit, the hand holding the dial turned back.
+    to turn that way: near its joint limit, the hand holding the dial turned back. A dial
+    close to the robot's base is reached with the fingers tipped toward the robot.
     """
+    motion = _turn_knob(pred, hand, scene)
+    return replace(motion, lean=reach_lean(motion.target, scene, near=True))
+
+
+def _turn_knob(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     knob = part(part_of(pred.target, scene), scene)
     ridge = float(np.arctan2(knob.rot[1, 1], knob.rot[0, 1]))  # the part's y axis, in world
     sign = 1.0 if pred.name == "turnon" else -1.0
