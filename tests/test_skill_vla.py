@@ -38,6 +38,7 @@ from sarl_dist.vla.skill.skills import (
     turn_knob,
     wrist_angle,
 )
+from sarl_dist.vla.skill.words import refer
 
 SOUP = "pick up the alphabet soup and put it in the basket"
 CONFIG = "configs/libero10.yaml"
@@ -199,6 +200,26 @@ def test_a_taught_compound_goal_is_worked_on_one_unmet_predicate_at_a_time():
     where["joints"][drawer][0] = 0.004
     assert next_unmet(goal, where, held=None) is None
     assert holds(Predicate("close", ("wooden_cabinet_1_top_region",)), where)
+
+
+def test_a_phrase_that_names_the_object_in_the_hand_keeps_naming_it():
+    """Lifting "the black bowl next to the cookie box" takes it away from the box, and
+    the words then fit the other bowl better; read again at every request (the VLA keeps
+    no state), they made it drop the first and fetch the second (libero_spatial 6: 0.00,
+    3 with "on the cookie box": 0.20)."""
+    where = {
+        "objects": {
+            "akita_black_bowl_1": pose(0.30, -0.25, 1.05),  # lifted from beside the box
+            "akita_black_bowl_2": pose(0.0, 0.12, 0.90),
+            "cookies_1": pose(0.0, 0.0, 0.91),
+        },
+        "sites": {},
+    }
+    for phrase in ("the black bowl next to the cookie box", "the black bowl"):
+        assert refer(phrase, {**where, "held": "akita_black_bowl_1"}) == "akita_black_bowl_1"
+    assert refer("the black bowl next to the cookie box", where) == "akita_black_bowl_2"
+    held_other = {**where, "held": "cookies_1"}  # holding something the words do not name
+    assert refer("the black bowl next to the cookie box", held_other) == "akita_black_bowl_2"
 
 
 def test_a_held_book_is_turned_to_fit_a_narrow_compartment():

@@ -65,11 +65,12 @@ class SkillVLA:
             width=float(state[6] - state[7]),
             speed=float(np.abs(np.asarray(scene["gripper_qvel"])).max()),
         )
-        goal = self.understand(str(obs["prompt"]), scene)
+        held = held_object(hand, scene)
+        goal = self.understand(str(obs["prompt"]), {**scene, "held": held})
         if goal is None:
             motion = hold(hand)
         else:
-            pred = next_unmet(goal, scene, held_object(hand, scene))
+            pred = next_unmet(goal, scene, held)
             motion = act(pred, hand, scene) if pred is not None else finish(hand, scene)
         return {"actions": self._chunk(hand, motion), "skill_phase": motion.phase}
 

@@ -161,8 +161,13 @@ _RELATIONS = (
 
 
 def refer(phrase: str, scene: dict[str, Any]) -> str | None:
-    """The scene object a noun phrase names, or None when the words match nothing here."""
+    """The scene object a noun phrase names, or None when the words match nothing here.
+
+    A phrase that could name the object in the hand (`scene["held"]`) names it: moving it
+    undoes the relation it was named by ("the black bowl on the cookie box" is no longer
+    on it once lifted, and "next to the cookie box" is then the other bowl)."""
     phrase = _strip(phrase)
+    held = scene.get("held")
     for pattern, relation in _RELATIONS:
         m = pattern.match(phrase)
         if not m:
@@ -170,6 +175,8 @@ def refer(phrase: str, scene: dict[str, Any]) -> str | None:
         keys = _kind(m["np"], scene)
         if not keys:
             continue
+        if held in keys:
+            return held
         if relation == "side":
             side = m["side"]
             return _middle(keys, scene) if side == "middle" else _extreme(keys, side, scene)
@@ -193,7 +200,7 @@ def refer(phrase: str, scene: dict[str, Any]) -> str | None:
         if fits:
             return fits[0]
     keys = _kind(phrase, scene)
-    return keys[0] if keys else None
+    return held if held in keys else (keys[0] if keys else None)
 
 
 def _kind(phrase: str, scene: dict[str, Any]) -> list[str]:
