@@ -299,6 +299,27 @@ def test_a_dial_by_the_base_is_reached_with_the_fingers_tipped_toward_the_robot(
     assert reach_lean(far, where)[0] > 0.0 and wrist(far, reach_lean(far, where)) < REACH
 
 
+def test_what_is_taken_out_of_a_drawer_rises_over_its_walls_before_it_moves_away():
+    """Carried sideways from the open top drawer, the bowl caught on the drawer's front
+    and the hand dragged it (libero_spatial 4: 0.00)."""
+    where = {
+        "objects": {"akita_black_bowl_1": pose(0.08, -0.13, 1.063), "plate_1": pose(0, 0.2, 0.9)},
+        "sites": {},
+        "fixtures": {
+            "wooden_cabinet_1_cabinet_top": np.array([-0.1, -0.39, 1.054, 0.16, -0.05, 1.122])
+        },
+    }
+    bowl = shape("akita_black_bowl_1")
+    held = np.array([0.08 - bowl.wall, -0.13, 1.063 + bowl.grasp])  # pinched by its rim
+    hand = Hand(held, down_quat(0.0), 0.006, 0.0)
+    motion = carry(Predicate("on", ("akita_black_bowl_1", "plate_1")), hand, where)
+    assert motion.phase == "lift" and np.allclose(motion.target[:2], held[:2])
+    assert motion.target[2] - bowl.grasp > 1.122  # its bottom over the drawer's walls
+    out = {**where, "objects": {**where["objects"], "akita_black_bowl_1": pose(0.08, -0.13, 1.16)}}
+    up = Hand(held + np.array([0.0, 0.0, 0.097]), down_quat(0.0), 0.006, 0.0)
+    assert carry(Predicate("on", ("akita_black_bowl_1", "plate_1")), up, out).phase == "carry"
+
+
 def test_a_mug_set_beside_the_caddy_is_turned_so_the_hand_misses_the_caddy():
     """A mug is held by its wall, the hand's 20 cm long side across it: set down beside
     the caddy that side lay over the caddy's wall and the hand stalled on it."""

@@ -388,6 +388,22 @@ def _tops_near(point: np.ndarray, moved: str, scene: dict[str, Any], top: float)
     return top
 
 
+def _walls_around(point: np.ndarray, scene: dict[str, Any]) -> float:
+    """The top of the fixture part `point` stands in (an open drawer), else -inf: what is
+    taken out of it rises over its walls before it moves away (carried sideways, a bowl
+    in the top drawer caught on the drawer's front). Not parts entered from the side (a
+    shelf's layer, the microwave): those are left the way they were entered."""
+    tops = [
+        float(box[5])
+        for name, box in scene.get("fixtures", {}).items()
+        if side_entry(name, scene) is None
+        and np.all(box[:2] < point[:2])
+        and np.all(point[:2] < box[3:5])
+        and box[2] - 0.01 < point[2] < box[5]
+    ]
+    return max(tops, default=-np.inf)
+
+
 def _part_top(hand: Hand, scene: dict[str, Any]) -> float:
     """Just above the fixture part the hand is beside (a drawer it just let go of), so it
     leaves upward instead of dragging along it."""
@@ -450,8 +466,11 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     xy_to_dest = np.linalg.norm((obj - drop.point)[:2])
     over = np.array([drop.point[0] + offset[0], drop.point[1] + offset[1]])
     if xy_to_dest > 0.05:  # far: carry it over, never lower on the way (a stretched arm cannot)
-        if hand.pos[2] < carry_z - 0.06:
-            return Motion(np.array([*hand.pos[:2], carry_z]), 1.0, "lift")
+        walls = _walls_around(obj, scene) + shape(key).bottom  # out of a drawer: up first
+        if hand.pos[2] < carry_z - 0.06 or obj[2] < walls + 0.01:
+            return Motion(
+                np.array([*hand.pos[:2], max(carry_z, walls + 0.03 + offset[2])]), 1.0, "lift"
+            )
         return Motion(np.array([*over, max(carry_z, hand.pos[2])]), 1.0, "carry", hand.yaw + turn)
     if abs(turn) > 0.1 and hand.pos[2] > carry_z - 0.03:  # turn it to fit, then lower it in
         return Motion(np.array([*over, max(carry_z, hand.pos[2])]), 1.0, "turn", hand.yaw + turn)
