@@ -82,7 +82,8 @@ class NeuralStandIn:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
-        self.net = _Net(width, blocks).to(self.device, torch.bfloat16).eval()
+        with self.device:  # built where it runs: a wide net never passes through host memory
+            self.net = _Net(width, blocks).to(torch.bfloat16).eval()
 
     def reset(self) -> None:
         pass
