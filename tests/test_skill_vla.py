@@ -30,6 +30,7 @@ from sarl_dist.vla.skill.skills import (
     WRIST_MAX,
     Hand,
     Motion,
+    act,
     carry,
     drop_zone,
     finish,
@@ -318,6 +319,38 @@ def test_what_is_taken_out_of_a_drawer_rises_over_its_walls_before_it_moves_away
     out = {**where, "objects": {**where["objects"], "akita_black_bowl_1": pose(0.08, -0.13, 1.16)}}
     up = Hand(held + np.array([0.0, 0.0, 0.097]), down_quat(0.0), 0.006, 0.0)
     assert carry(Predicate("on", ("akita_black_bowl_1", "plate_1")), up, out).phase == "carry"
+
+
+def test_a_plate_is_pushed_from_inside_its_rim_along_the_line_to_the_region():
+    """libero_goal's "push the plate to the front of the stove" (0.00 before): carried
+    like any plate, the hand came down on its rim next to the cabinet and stalled on the
+    drawers' fronts. Pushed, the open fingers go down in the plate, spread across the way,
+    and drag it by its far rim toward the region's centre."""
+    plate = np.array([0.052, -0.028, 0.902])
+    front = np.array([-0.05, 0.21, 0.895])
+    where = {
+        "objects": {"plate_1": pose(*plate)},
+        "sites": {"main_table_stove_front_region": front},
+        "site_extents": {"main_table_stove_front_region": np.array([0.04, 0.04, 0.007])},
+        "fixtures": {
+            "wooden_cabinet_1_cabinet_top": np.array([-0.073, -0.328, 1.054, 0.146, -0.125, 1.122])
+        },
+    }
+    pred = Predicate("on", ("plate_1", "main_table_stove_front_region"), push=True)
+    way = (front - plate)[:2] / np.linalg.norm((front - plate)[:2])
+    above = act(pred, Hand(plate + np.array([0.0, -0.1, 0.25]), down_quat(0.0), 0.079, 0.0), where)
+    assert above.phase == "approach" and np.allclose(above.target[:2], plate[:2])
+    over = Hand(np.array([*plate[:2], 1.0]), down_quat(0.0), 0.079, 0.0)
+    down = act(pred, over, where)
+    assert down.phase == "descend" and down.grip < 0 and down.target[2] < plate[2] + 0.03
+    closing = np.array([-np.sin(down.yaw), np.cos(down.yaw)])
+    assert abs(np.dot(closing, way)) < 1e-6  # the fingers spread across the way
+    low = Hand(np.array([*plate[:2], down.target[2]]), down_quat(down.yaw), 0.079, 0.0)
+    move = act(pred, low, where)
+    ahead = move.target[:2] - plate[:2]
+    assert move.phase == "push" and move.grip < 0
+    assert np.allclose(ahead / np.linalg.norm(ahead), way) and np.linalg.norm(ahead) <= 0.03 + 1e-9
+    assert not holds(pred, where)
 
 
 def test_a_mug_set_beside_the_caddy_is_turned_so_the_hand_misses_the_caddy():

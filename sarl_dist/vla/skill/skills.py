@@ -17,7 +17,7 @@ import numpy as np
 from sarl_dist.geometry import hand_down, hand_yaw, lean, orientation_error, quat_to_matrix
 from sarl_dist.libero_objects import shape
 from sarl_dist.vla.skill.fixtures import Part, part, part_of, side_entry
-from sarl_dist.vla.skill.goal import Predicate
+from sarl_dist.vla.skill.goal import Predicate, position
 
 OPEN_WIDTH = 0.079  # finger gap of the fully open Panda gripper (measured 0.080)
 EMPTY = 0.0025  # finger gap below which the hand holds nothing (closed on air: 0.0012)
@@ -482,6 +482,53 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     return Motion(hand.pos.copy(), -1.0, "release")
 
 
+PUSH_LOW = 0.008  # fingertips this far above the pushed object's resting face
+PUSH_AHEAD = 0.03  # how far ahead of the hand a push aims: slow enough to stop on the spot
+
+
+def push(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
+    """Slide the object over the table into the region ("push the plate to the front of
+    the stove") with the open fingers spread across the way it goes, low, moving along the
+    line from the object to the region's centre. An object with a rim the open fingers fit
+    in (a plate, a basket, a tray) is taken from inside, the fingers down in it dragging it
+    by its far rim: the hand then needs no room behind it (libero_goal's plate stands in
+    front of the cabinet's drawers). Anything else is pushed from behind. The line is drawn
+    from where the object is now, so one that turns or drifts is pushed on from its new
+    side; a hand that has fallen off the line rises, goes round and comes down again.
+    """
+    motion = _push(pred, hand, scene)
+    return replace(motion, lean=reach_lean(motion.target, scene))
+
+
+def _push(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
+    s = shape(pred.moved)
+    obj = np.asarray(scene["objects"][pred.moved][:3], dtype=np.float64)
+    way = position(pred.target, scene)[:2] - obj[:2]
+    d = way / max(float(np.linalg.norm(way)), 1e-9)
+    yaw = float(np.arctan2(d[1], d[0]))  # the fingers' closing axis across the way
+    low_z = obj[2] - s.bottom + PUSH_LOW + TIP_DROP
+    rel = hand.pos[:2] - obj[:2]
+    behind = -float(np.dot(rel, d))  # how far behind the object's centre the hand is
+    lateral = float(np.linalg.norm(rel + behind * d))
+    if abs(s.wall) > OPEN_WIDTH / 2 + 0.01:  # a rim wide enough to take the open fingers
+        start, engaged = obj[:2], -abs(s.wall) < behind < s.radius / 2
+    else:
+        start, engaged = obj[:2] - (s.radius + 0.02) * d, s.radius / 2 < behind < s.radius + 0.06
+    if hand.closed:  # a fist would slip off a rim: open first, above the table
+        return Motion(np.array([*hand.pos[:2], max(hand.pos[2], low_z + 0.02)]), -1.0, "release")
+    if hand.pos[2] < low_z + 0.02 and lateral < 0.03 and engaged:
+        step = min(PUSH_AHEAD, float(np.linalg.norm(way)))
+        on_line = obj[:2] - behind * d  # back onto the line while moving along it
+        return Motion(np.array([*(on_line + step * d), low_z]), -1.0, "push", yaw)
+    safe_z = max(obj[2] + s.top + 0.08, _part_top(hand, scene))
+    if np.linalg.norm(hand.pos[:2] - start) > 0.02:
+        if hand.pos[2] < safe_z - 0.03 and np.linalg.norm(rel) < s.radius + 0.1:
+            return Motion(np.array([*hand.pos[:2], safe_z]), -1.0, "rise", yaw)
+        height = max(safe_z, min(hand.pos[2], safe_z + 0.1))
+        return Motion(np.array([*start, height]), -1.0, "approach", yaw)
+    return Motion(np.array([*start, low_z]), -1.0, "descend", yaw)
+
+
 def _insert(
     pred: Predicate, hand: Hand, obj: np.ndarray, out: np.ndarray, scene: dict[str, Any]
 ) -> Motion:
@@ -721,6 +768,8 @@ def swing_door(p: Part, opening: bool, hand: Hand) -> Motion:
 
 def act(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     """The skill for one unmet predicate."""
+    if pred.push:
+        return push(pred, hand, scene)
     if pred.name in ("in", "on", "lift"):
         return carry(pred, hand, scene)
     if pred.name in ("turnon", "turnoff"):
