@@ -353,6 +353,25 @@ def test_a_plate_is_pushed_from_inside_its_rim_along_the_line_to_the_region():
     assert not holds(pred, where)
 
 
+def test_a_box_is_pushed_from_behind_with_a_fist():
+    """Without a rim to reach into, the hand comes down behind the object, fingers closed
+    (spread fingers could let a small box through), and moves it along the line."""
+    box = np.array([-0.05, 0.1, 0.91])
+    front = np.array([-0.05, 0.21, 0.895])
+    where = {
+        "objects": {"cream_cheese_1": pose(*box)},
+        "sites": {"front_region": front},
+        "site_extents": {"front_region": np.array([0.04, 0.04, 0.007])},
+    }
+    pred = Predicate("on", ("cream_cheese_1", "front_region"), push=True)
+    high = act(pred, Hand(box + np.array([0.0, 0.0, 0.2]), down_quat(0.0), 0.079, 0.0), where)
+    assert high.phase == "approach" and high.grip > 0
+    assert high.target[1] < box[1] - shape("cream_cheese_1").radius  # behind it
+    low = Hand(np.array([*high.target[:2], box[2] + 0.01]), down_quat(high.yaw), 0.001, 0.0)
+    move = act(pred, low, where)
+    assert move.phase == "push" and move.grip > 0 and move.target[1] > low.pos[1]
+
+
 def test_a_mug_set_beside_the_caddy_is_turned_so_the_hand_misses_the_caddy():
     """A mug is held by its wall, the hand's 20 cm long side across it: set down beside
     the caddy that side lay over the caddy's wall and the hand stalled on it."""

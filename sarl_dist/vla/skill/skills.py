@@ -488,11 +488,11 @@ PUSH_AHEAD = 0.03  # how far ahead of the hand a push aims: slow enough to stop 
 
 def push(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     """Slide the object over the table into the region ("push the plate to the front of
-    the stove") with the open fingers spread across the way it goes, low, moving along the
-    line from the object to the region's centre. An object with a rim the open fingers fit
-    in (a plate, a basket, a tray) is taken from inside, the fingers down in it dragging it
-    by its far rim: the hand then needs no room behind it (libero_goal's plate stands in
-    front of the cabinet's drawers). Anything else is pushed from behind. The line is drawn
+    the stove"), the hand low, moving along the line from the object to the region's
+    centre. An object with a rim the open fingers fit in (a plate, a basket, a tray) is
+    taken from inside, the fingers spread across the way and dragging it by its far rim:
+    the hand then needs no room behind it (libero_goal's plate stands in front of the
+    cabinet's drawers). Anything else is pushed from behind with a fist. The line is drawn
     from where the object is now, so one that turns or drifts is pushed on from its new
     side; a hand that has fallen off the line rises, goes round and comes down again.
     """
@@ -510,23 +510,25 @@ def _push(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     rel = hand.pos[:2] - obj[:2]
     behind = -float(np.dot(rel, d))  # how far behind the object's centre the hand is
     lateral = float(np.linalg.norm(rel + behind * d))
-    if abs(s.wall) > OPEN_WIDTH / 2 + 0.01:  # a rim wide enough to take the open fingers
-        start, engaged = obj[:2], -abs(s.wall) < behind < s.radius / 2
-    else:
-        start, engaged = obj[:2] - (s.radius + 0.02) * d, s.radius / 2 < behind < s.radius + 0.06
-    if hand.closed:  # a fist would slip off a rim: open first, above the table
+    rim = abs(s.wall) > OPEN_WIDTH / 2 + 0.01  # a rim wide enough to take the open fingers
+    if rim:  # from its middle to its far wall
+        start, engaged, grip = obj[:2], -abs(s.wall) < behind < s.radius / 2, -1.0
+    else:  # a fist at its back, where two spread fingers could let a small box through
+        start, grip = obj[:2] - (s.radius + 0.02) * d, 1.0
+        engaged = s.radius / 2 < behind < s.radius + 0.06
+    if rim and hand.closed:  # a fist would slip off the rim: open first, above the table
         return Motion(np.array([*hand.pos[:2], max(hand.pos[2], low_z + 0.02)]), -1.0, "release")
     if hand.pos[2] < low_z + 0.02 and lateral < 0.03 and engaged:
         step = min(PUSH_AHEAD, float(np.linalg.norm(way)))
         on_line = obj[:2] - behind * d  # back onto the line while moving along it
-        return Motion(np.array([*(on_line + step * d), low_z]), -1.0, "push", yaw)
+        return Motion(np.array([*(on_line + step * d), low_z]), grip, "push", yaw)
     safe_z = max(obj[2] + s.top + 0.08, _part_top(hand, scene))
     if np.linalg.norm(hand.pos[:2] - start) > 0.02:
         if hand.pos[2] < safe_z - 0.03 and np.linalg.norm(rel) < s.radius + 0.1:
-            return Motion(np.array([*hand.pos[:2], safe_z]), -1.0, "rise", yaw)
+            return Motion(np.array([*hand.pos[:2], safe_z]), grip, "rise", yaw)
         height = max(safe_z, min(hand.pos[2], safe_z + 0.1))
-        return Motion(np.array([*start, height]), -1.0, "approach", yaw)
-    return Motion(np.array([*start, low_z]), -1.0, "descend", yaw)
+        return Motion(np.array([*start, height]), grip, "approach", yaw)
+    return Motion(np.array([*start, low_z]), grip, "descend", yaw)
 
 
 def _insert(
