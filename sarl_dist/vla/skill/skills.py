@@ -502,9 +502,10 @@ def push(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
 
 def _push(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     s = shape(pred.moved)
-    obj = np.asarray(scene["objects"][pred.moved][:3], dtype=np.float64)
+    obj = position(pred.moved, scene)
     way = position(pred.target, scene)[:2] - obj[:2]
-    d = way / max(float(np.linalg.norm(way)), 1e-9)
+    distance = float(np.linalg.norm(way))
+    d = way / max(distance, 1e-9)
     yaw = float(np.arctan2(d[1], d[0]))  # the fingers' closing axis across the way
     low_z = obj[2] - s.bottom + PUSH_LOW + TIP_DROP
     rel = hand.pos[:2] - obj[:2]
@@ -519,7 +520,7 @@ def _push(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
     if rim and hand.closed:  # a fist would slip off the rim: open first, above the table
         return Motion(np.array([*hand.pos[:2], max(hand.pos[2], low_z + 0.02)]), -1.0, "release")
     if hand.pos[2] < low_z + 0.02 and lateral < 0.03 and engaged:
-        step = min(PUSH_AHEAD, float(np.linalg.norm(way)))
+        step = min(PUSH_AHEAD, distance)
         on_line = obj[:2] - behind * d  # back onto the line while moving along it
         return Motion(np.array([*(on_line + step * d), low_z]), grip, "push", yaw)
     safe_z = max(obj[2] + s.top + 0.08, _part_top(hand, scene))
