@@ -673,6 +673,11 @@ class Config(_Section):
             raise ValueError("faults: killing a process needs runtime.mode=ray (it is the run)")
         if self.env.kind == "robot" and self.runtime.num_workers != 1:
             raise ValueError("runtime.num_workers: a robot run has one robot, so one worker")
+        if self.train.episodes == 0 and not self.eval.at_start:
+            raise ValueError(
+                "eval.at_start=false with train.episodes=0: the run would neither train nor "
+                "evaluate (a baseline that does not learn is measured by its evaluation at 0)"
+            )
         reserved = 1 + int(self.cache.seed_task_prompt) + len(self.cache.seed_prompts)
         if reserved > self.cache.capacity:
             raise ValueError(

@@ -54,6 +54,12 @@ def test_too_many_seed_prompts_for_the_cache():
         load_config(None, ["cache.capacity=2", "cache.seed_prompts=[a b, c d]"])
 
 
+def test_a_run_that_would_measure_nothing_is_refused():
+    with pytest.raises(ConfigError, match=r"eval\.at_start=false with train\.episodes=0"):
+        load_config(None, ["method=oracle", "train.episodes=0", "eval.at_start=false"])
+    assert load_config(None, ["method=oracle", "train.episodes=0"]).eval.at_start
+
+
 def test_cli_stops_on_a_bad_config_and_leaves_nothing(tmp_path):
     out = tmp_path / "run"
     args = ["train", str(CONFIGS / "skill_chain.yaml"), "--set", "cache.capacity=1"]
