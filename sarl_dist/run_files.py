@@ -3,3 +3,4 @@ run's writer and its readers (the report, sweeps)."""
 
 CONFIG_FILE, SUMMARY_FILE = "config.yaml", "summary.json"
 LOCK_FILE, LOG_FILE, STOPPED_FILE = "run.lock", "run.log", "stopped.json"
+EPISODES_FILE = "episodes.jsonl"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import ray
@@ -20,7 +21,7 @@ from ray.tune.search._mock import _MockSearcher
 
 from sarl_dist.config import ConfigError
 from sarl_dist.experiments.sweep import load_sweep, plan, run_sweep
-from sarl_dist.experiments.trial import EveryPoint
+from sarl_dist.experiments.trial import EveryPoint, Watch
 from sarl_dist.report.results import write_report
 from sarl_dist.runtime import checkpoint as ckpt
 from sarl_dist.testing import FAST
@@ -98,6 +99,27 @@ def test_a_search_algorithm_runs_each_suggestion_at_every_grid_point(tmp_path):
     configs = [search.suggest(f"t{i}") for i in range(4)]
     assert [c["seed"] for c in configs] == [0, 1, 0, 1]
     assert all(c["test_variable"] == 2 and "__trial_index__" not in c for c in configs)
+
+
+def test_the_status_line_counts_each_running_runs_episodes_as_they_are_committed(tmp_path, capsys):
+    """Not only at its evaluation points (every 50 episodes: `0/300` for many minutes)."""
+    runs = {"a": 35, "b": 0}
+    for name, n in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("train:\n  episodes: 100\n")
+        (tmp_path / name / "episodes.jsonl").write_text('{"episode": 0}\n' * n)
+    sweep = SimpleNamespace(out=tmp_path, trial_name=lambda trial: trial.name)
+    watch = Watch(sweep, trials=3, episodes=300, scheduler="fifo", show=True)
+    watch.setup()
+    trials = [SimpleNamespace(name=n, status="RUNNING") for n in runs]
+    with open(tmp_path / "a" / "episodes.jsonl", "a") as f:
+        f.write('{"episode": 35}\n' * 5)
+    watch._status(trials)
+    assert "2 running, 1 waiting, 0 failed of 3 | episodes 40/300" in capsys.readouterr().err
+    summary = {"episodes": 100, "final_eval_success": 0.5}
+    (tmp_path / "b" / "summary.json").write_text(json.dumps(summary))
+    watch.on_trial_complete(0, trials, trials[1])  # a finished run: all its episodes
+    assert "1 done" in (err := capsys.readouterr().err) and "episodes 140/300" in err
 
 
 @pytest.mark.usefixtures("ray_cluster")

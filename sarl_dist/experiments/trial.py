@@ -29,7 +29,13 @@ from ray.tune.search.repeater import TRIAL_INDEX
 from rich.console import Console
 
 from sarl_dist.config import Config, apply_overrides, build_config
-from sarl_dist.run_files import CONFIG_FILE, LOG_FILE, STOPPED_FILE, SUMMARY_FILE
+from sarl_dist.run_files import (
+    CONFIG_FILE,
+    EPISODES_FILE,
+    LOG_FILE,
+    STOPPED_FILE,
+    SUMMARY_FILE,
+)
 from sarl_dist.runtime import checkpoint as ckpt
 from sarl_dist.runtime.actors import placement_bundles
 from sarl_dist.runtime.driver import run_training
@@ -214,9 +220,6 @@ class Watch(tune.Callback):
     def _name(self, trial) -> str:
         return self.sweep.trial_name(trial)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._seen[self._name(trial)] = int(result.get(TIME_ATTR, 0))
-
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         path = self.sweep.out / self._name(trial)
         if not (path / SUMMARY_FILE).is_file():
@@ -240,6 +243,9 @@ class Watch(tune.Callback):
         if not self.show or (ended is None and now - self._printed < STATUS_EVERY_S):
             return
         self._printed = now
+        for t in trials:  # the running ones' episodes as they are committed
+            if t.status == "RUNNING" and (ended is None or t is not ended[0]):
+                self._seen[self._name(t)] = _episodes_done(self.sweep.out / self._name(t))
         states = Counter(ended[1] if ended and t is ended[0] else t.status for t in trials)
         stopped = sum((self.sweep.out / self._name(t) / STOPPED_FILE).is_file() for t in trials)
         seen = sum(self._seen.values())
@@ -258,11 +264,15 @@ class Watch(tune.Callback):
 
 def _episodes_done(path: Path) -> int:
     """Training episodes behind a run: all it was configured for once it finished or was
-    stopped (none are left to run), else those up to its last checkpoint."""
+    stopped (none are left to run), else those committed so far (its episode log, which a
+    resume cuts back to the last checkpoint)."""
     if last_point(path) is not None:
         return yaml.safe_load((path / CONFIG_FILE).read_text())["train"]["episodes"]
-    latest = ckpt.latest(path / "checkpoints")
-    return ckpt.episodes_of(latest) if latest is not None else 0
+    try:
+        with open(path / EPISODES_FILE, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
 
 
 def _duration(seconds: float) -> str:

@@ -48,7 +48,7 @@ from sarl_dist.config import (
 )
 from sarl_dist.jsonl import append_jsonl, read_jsonl
 from sarl_dist.report.plots import plot_learning_curve
-from sarl_dist.run_files import CONFIG_FILE, LOCK_FILE, SUMMARY_FILE
+from sarl_dist.run_files import CONFIG_FILE, EPISODES_FILE, LOCK_FILE, SUMMARY_FILE
 from sarl_dist.runtime.checkpoint import CheckpointError, write_atomic
 
 
@@ -174,7 +174,7 @@ class RunDir:
         append_jsonl(self.path / name, [record])
 
     def log_episode(self, summary: dict) -> None:
-        self._append("episodes.jsonl", summary)
+        self._append(EPISODES_FILE, summary)
         step = summary["episode"]
         self.writer.add_scalar("train/success", float(summary["success"]), step)
         self.writer.add_scalar("train/return", sum(summary["rewards"]), step)
@@ -201,7 +201,7 @@ class RunDir:
 
     def truncate_logs(self, episodes: int) -> None:
         """Keep only what the checkpoint at `episodes` knows about (a resume re-runs the rest)."""
-        self._filter("episodes.jsonl", lambda r: r["episode"] < episodes)
+        self._filter(EPISODES_FILE, lambda r: r["episode"] < episodes)
         self._filter("evals.jsonl", lambda r: r["episodes_seen"] <= episodes)
         self._filter("eval_episodes.jsonl", lambda r: r["eval_point"] <= episodes)
 
