@@ -102,6 +102,19 @@ def test_resume_finishes_without_duplicates_and_keeps_prompt_ids(tmp_path):
     assert cache_after[: len(cache_before)] == cache_before
 
 
+def test_a_run_resumed_before_its_first_checkpoint_starts_over_with_one_eval_at_0(tmp_path):
+    """Killed after the evaluation at 0 (logged) but before any checkpoint: the resume
+    knows nothing of that evaluation, runs it again, and the logs hold it once."""
+    cfg, run, _ = _run(tmp_path, "train.episodes=4", "train.checkpoint_every=4")
+    shutil.rmtree(run.checkpoints)
+    (run.path / "summary.json").unlink()
+    run_training(cfg, RunDir.open(run.path, cfg), resume=True, show_progress=False)
+    assert [e["episodes_seen"] for e in run.read_jsonl("evals.jsonl")] == [0, 4]
+    points = [e["eval_point"] for e in run.read_jsonl("eval_episodes.jsonl")]
+    assert points == [0] * cfg.eval.episodes + [4] * cfg.eval.episodes
+    assert sorted(e["episode"] for e in run.read_jsonl("episodes.jsonl")) == list(range(4))
+
+
 def test_random_baseline_does_not_learn(tmp_path):
     _, run, summary = _run(tmp_path, "method=random", "train.episodes=6")
     assert summary["updates"] == 0

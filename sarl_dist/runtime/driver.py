@@ -409,7 +409,7 @@ def run_training(
         driver.start(resume_from)
         if resume_from is not None:
             driver.restore(resume_from)
-        run.truncate_logs(driver.state.episodes)
+        run.truncate_logs(None if resume_from is None else driver.state.episodes)
         summary = driver.train()
         run.write_summary(summary)
         return summary

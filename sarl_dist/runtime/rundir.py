@@ -199,11 +199,14 @@ class RunDir:
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
 
-    def truncate_logs(self, episodes: int) -> None:
-        """Keep only what the checkpoint at `episodes` knows about (a resume re-runs the rest)."""
-        self._filter(EPISODES_FILE, lambda r: r["episode"] < episodes)
-        self._filter("evals.jsonl", lambda r: r["episodes_seen"] <= episodes)
-        self._filter("eval_episodes.jsonl", lambda r: r["eval_point"] <= episodes)
+    def truncate_logs(self, episodes: int | None) -> None:
+        """Keep only what the checkpoint at `episodes` knows about (a resume re-runs the
+        rest); None: no checkpoint, so nothing (the run starts over, its evaluation at 0
+        included)."""
+        known = -1 if episodes is None else episodes
+        self._filter(EPISODES_FILE, lambda r: r["episode"] < known)
+        self._filter("evals.jsonl", lambda r: r["episodes_seen"] <= known)
+        self._filter("eval_episodes.jsonl", lambda r: r["eval_point"] <= known)
 
     def _filter(self, name: str, keep) -> None:
         path = self.path / name
