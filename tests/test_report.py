@@ -122,3 +122,16 @@ def test_a_swept_learner_field_is_its_own_column_and_curve_and_duplicates_are_no
 def test_report_refuses_a_directory_without_runs(tmp_path):
     with pytest.raises(FileNotFoundError, match="no run"):
         write_report(tmp_path)
+
+
+def test_tasks_named_by_sentence_get_short_labels_not_the_sentence_again(tmp_path):
+    def run(task, index) -> results.RunResult:
+        config = {"env.task": index}
+        return results.RunResult(tmp_path, task, "sarl", 0, config, {0: 0.5}, {0: 0.1}, "finished")
+
+    sentence = "open the top drawer and put the bowl inside"
+    assert results.task_labels([run(sentence, sentence)]) == {sentence: "T1"}
+    assert results.task_labels([run("put the bowl on the plate", 8), run(sentence, 3)]) == {
+        sentence: "T3",
+        "put the bowl on the plate": "T8",
+    }

@@ -198,13 +198,13 @@ def _cell(values: list[float]) -> Cell:
 
 
 def task_labels(results: list[RunResult]) -> dict[str, str]:
-    """Short task names for plots and tables: T<env.task> where that names one sentence in
-    this report, else T1..Tn by sentence."""
+    """Short task names for plots and tables: T<env.task> where each run names its task by
+    an index and that index one sentence in this report, else T1..Tn by sentence."""
     by_index: dict[str, set[str]] = defaultdict(set)
     for r in results:
         by_index[str(r.config["env.task"])].add(r.task)
     tasks = sorted({r.task for r in results})
-    if all(len(s) == 1 for s in by_index.values()):
+    if all(len(s) == 1 and i.isdigit() for i, s in by_index.items()):
         labels = {next(iter(s)): f"T{i}" for i, s in by_index.items()}
         return {t: labels[t] for t in sorted(tasks, key=lambda t: labels[t])}
     return {t: f"T{i + 1}" for i, t in enumerate(tasks)}
