@@ -36,6 +36,14 @@ class Terminal:
         os.close(self._write_fd)
 
 
+def _read_ahead(t: Terminal, lines: int) -> None:
+    """Wait until the operator's reader has taken in the lines typed ahead of a prompt, as
+    it has long before any prompt a person could type ahead of (under load it can lag)."""
+    deadline = time.monotonic() + 10
+    while len(t.operator._lines) < lines and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _in_thread(fn, *args):
     """Run fn(*args) on a thread; returns (thread, result list)."""
     result: list = []
@@ -82,7 +90,7 @@ def test_what_is_typed_before_a_prompt_never_answers_it():
     t.type("y")  # typed mid-episode, before "success?" appears
     t.type("")  # an extra Enter, before the next reset prompt
     t.type("r")  # even the reset key, typed ahead: the arm must not move on it
-    time.sleep(0.2)
+    _read_ahead(t, 3)
     labelling, label = _in_thread(t.operator.label, "episode 3", None)
     t.person.wait_for("[episode 3] success? [y/n]")
     time.sleep(0.3)
@@ -93,6 +101,7 @@ def test_what_is_typed_before_a_prompt_never_answers_it():
     assert label == [False]
     t.type("")
     t.type("r")
+    _read_ahead(t, 2)
     confirm, done = _in_thread(t.operator.confirm_reset, "episode 4")
     t.person.wait_for("[episode 4] reset the scene")
     time.sleep(0.3)
