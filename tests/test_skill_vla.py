@@ -258,6 +258,34 @@ def test_the_hand_turns_only_as_far_as_the_wrist_can():
     assert yaw_of(near.orientation(free)) == pytest.approx(2.5 - np.pi)
 
 
+def test_a_rolled_grip_is_judged_by_where_the_hand_faces():
+    """A drawer's bar is pinched with the hand tipped and rolled a quarter turn, so of the
+    two grips a half turn apart one faces yaw 0 and one faces yaw pi, whatever `yaw` says.
+    From a hand left at yaw -1.84 by a placement, the grip facing pi took the wrist past
+    its stop and swung the arm away (libero_goal 3's "open the top drawer" after the bowl
+    was set on the cabinet); the wrist turns by the change in facing, so it is refused."""
+    pinch = Motion(np.zeros(3), 0.0, "approach", np.pi / 2, np.pi / 2, np.pi / 2)
+    for start in (-1.84, 0.0):
+        hand = Hand(np.zeros(3), down_quat(start), 0.08, 0.0)
+        assert yaw_of(pinch.orientation(hand)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fingers_shut_on_air_at_the_grasp_point_open_to_try_again():
+    """Action noise can set the fingers down beside a rim; shut on nothing there, the hand
+    used to keep closing for the rest of the decision (the bowl on the cabinet top)."""
+    where = scene()
+    soup = "alphabet_soup_1"
+    to_basket = Predicate("in", (soup, "basket_1_contain_region"))
+    above = Hand(np.array([0.0, -0.1, 0.55]), down_quat(0.0), 0.079, 0.0)
+    at = carry(to_basket, above, where)
+    assert at.phase == "descend"
+    point = at.target  # the grasp point
+    missed = carry(to_basket, Hand(point, down_quat(at.yaw), 0.0012, 0.0), where)
+    assert missed.grip == -1.0 and np.allclose(missed.target, point)
+    closing = carry(to_basket, Hand(point, down_quat(at.yaw), 0.0012, 0.3), where)
+    assert closing.phase == "grasp" and closing.grip == 1.0  # still closing: wait for it
+
+
 def test_a_dial_is_pinched_the_way_that_leaves_the_wrist_room_to_turn_it():
     """The ridge can be pinched two ways a half turn apart; turning the dial on or off
     then turns the wrist one way by about a radian. Pinched the other way near the joint

@@ -82,8 +82,19 @@ class Motion:
             key=lambda o: np.linalg.norm(orientation_error(self._rotation(*o), hand.quat)),
         )
         now = wrist_angle(hand.yaw)
-        turnable = [o for o in options if abs(now - wrap(o[0] - hand.yaw, 2 * np.pi)) < WRIST_MAX]
+        turnable = [
+            o
+            for o in options
+            if abs(now - wrap(self._facing(*o) - hand.yaw, 2 * np.pi)) < WRIST_MAX
+        ]
         return self._rotation(*(turnable or options)[0])
+
+    def _facing(self, yaw: float, tilt: float) -> float:
+        """The yaw of the hand's x axis in this pose: `yaw` itself unless rolled. A rolled
+        pose's half turn twin faces the other way, and the wrist turns by the change in
+        facing (a drawer's pinch from a hand left at yaw -1.8 drove it into its stop)."""
+        m = hand_down(yaw, tilt, self.roll)
+        return float(np.arctan2(m[1, 0], m[0, 0]))
 
     def _rotation(self, yaw: float, tilt: float) -> np.ndarray:
         return lean(hand_down(yaw, tilt, self.roll), np.asarray(self.lean))
@@ -453,6 +464,8 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
             return Motion(np.array([*at[:2], hover]), -1.0, "align", yaw)
         if hand.pos[2] > at[2] + 0.012:
             return Motion(at, -1.0, "descend", yaw)
+        if hand.closed and hand.settled:  # closed on air beside the rim: open and try again
+            return Motion(hand.pos.copy(), -1.0, "release", yaw)  # (it stayed shut here)
         return Motion(hand.pos.copy(), 1.0, "grasp", yaw)
     if pred.name == "lift":
         return Motion(np.array([*hand.pos[:2], obj[2] + 0.2]), 1.0, "lift")
