@@ -76,6 +76,8 @@ def lean(rot: np.ndarray, toward: np.ndarray) -> np.ndarray:
 
 
 def hand_yaw(q: np.ndarray) -> float:
-    """Yaw of a downward-pointing hand: the direction of its x axis in the table plane."""
-    m = quat_to_matrix(q)
+    """Yaw of a downward-pointing hand (a quaternion or a rotation matrix): the direction
+    of its x axis in the table plane."""
+    q = np.asarray(q, dtype=np.float64)
+    m = q if q.shape == (3, 3) else quat_to_matrix(q)
     return float(np.arctan2(m[1, 0], m[0, 0]))

@@ -93,8 +93,7 @@ class Motion:
         """The yaw of the hand's x axis in this pose: `yaw` itself unless rolled. A rolled
         pose's half turn twin faces the other way, and the wrist turns by the change in
         facing (a drawer's pinch from a hand left at yaw -1.8 drove it into its stop)."""
-        m = hand_down(yaw, tilt, self.roll)
-        return float(np.arctan2(m[1, 0], m[0, 0]))
+        return hand_yaw(hand_down(yaw, tilt, self.roll))
 
     def _rotation(self, yaw: float, tilt: float) -> np.ndarray:
         return lean(hand_down(yaw, tilt, self.roll), np.asarray(self.lean))
@@ -464,8 +463,8 @@ def _carry(pred: Predicate, hand: Hand, scene: dict[str, Any]) -> Motion:
             return Motion(np.array([*at[:2], hover]), -1.0, "align", yaw)
         if hand.pos[2] > at[2] + 0.012:
             return Motion(at, -1.0, "descend", yaw)
-        if hand.closed and hand.settled:  # closed on air beside the rim: open and try again
-            return Motion(hand.pos.copy(), -1.0, "release", yaw)  # (it stayed shut here)
+        if hand.closed:  # settled at the grasp point on nothing (a rim missed): open, and
+            return Motion(hand.pos.copy(), -1.0, "release", yaw)  # come down again
         return Motion(hand.pos.copy(), 1.0, "grasp", yaw)
     if pred.name == "lift":
         return Motion(np.array([*hand.pos[:2], obj[2] + 0.2]), 1.0, "lift")
